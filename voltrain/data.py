@@ -1,0 +1,173 @@
+"""The ``data`` config section and the opening and checking of training volumes.
+
+Every array is read through ``funlib.persistence.open_ds`` so that voxel size and offset
+come from the array's own metadata (``voxel_size`` and ``offset`` attributes, in world
+units). Every check that a user's data can fail raises a ``DataError`` whose message names
+the config key and the path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import Array, open_ds
+from pydantic import Field, field_validator
+
+from voltrain.config import StrictModel
+from voltrain.errors import DataError
+
+
+class DatasetConfig(StrictModel):
+    """One training or validation volume: raw, ground truth and an optional mask.
+
+    Paths name zarr arrays (``container.zarr/dataset``). Relative paths are resolved
+    against the directory of the config file.
+    """
+
+    name: str | None = None
+    raw: str
+    gt: str
+    mask: str | None = None
+    weight: float = Field(1.0, gt=0, description="relative sampling weight")
+
+    @field_validator("raw", "gt", "mask")
+    @classmethod
+    def _not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty zarr array path")
+        return value
+
+
+class DataConfig(StrictModel):
+    """The ``data`` section: volumes to train on and, optionally, to validate on."""
+
+    train: list[DatasetConfig] = Field(min_length=1)
+    validate_: list[DatasetConfig] = Field(default_factory=list, alias="validate")
+
+    model_config = StrictModel.model_config | {"populate_by_name": True}
+
+    def resolved(self, base_dir: Path) -> DataConfig:
+        """Return a copy with every relative path made absolute against ``base_dir``."""
+
+        def fix(ds: DatasetConfig) -> DatasetConfig:
+            update = {}
+            for key in ("raw", "gt", "mask"):
+                value = getattr(ds, key)
+                if value is not None and not Path(value).is_absolute():
+                    update[key] = str((base_dir / value).resolve())
+            return ds.model_copy(update=update)
+
+        return DataConfig(
+            train=[fix(d) for d in self.train], validate=[fix(d) for d in self.validate_]
+        )
+
+
+@dataclass
+class TrainingVolume:
+    """The opened arrays of one dataset, checked for consistency.
+
+    ``mask`` is None when the config gives no mask: every gt voxel is then trusted.
+    """
+
+    name: str
+    raw: Array
+    gt: Array
+    mask: Array | None
+    weight: float
+
+    @property
+    def voxel_size(self) -> Coordinate:
+        return self.gt.voxel_size
+
+
+def open_array(path: str, where: str) -> Array:
+    """Open a zarr array with its voxel size and offset, or raise a ``DataError``.
+
+    ``where`` is the config key the path came from (e.g. ``data.train[0].raw``).
+    """
+    if not Path(_container_of(path)).exists():
+        raise DataError(f"{where}: no such zarr container for '{path}'")
+    try:
+        handle = zarr.open(path, mode="r")
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise DataError(f"{where}: no zarr array at '{path}' ({error})") from None
+    if not isinstance(handle, zarr.Array):
+        raise DataError(f"{where}: '{path}' is a zarr group, not an array")
+    if "voxel_size" not in handle.attrs:
+        raise DataError(
+            f"{where}: array '{path}' has no 'voxel_size' attribute; write it with "
+            "funlib.persistence.prepare_ds or set attrs['voxel_size'] (world units per voxel)"
+        )
+    try:
+        array = open_ds(path, mode="r")
+    except Exception as error:  # malformed metadata: report it against the input
+        raise DataError(f"{where}: cannot read array metadata of '{path}': {error}") from None
+    if array.voxel_size.dims != 3 or len(array.shape) != 3:
+        raise DataError(
+            f"{where}: '{path}' must be a 3D array with a 3D voxel_size, "
+            f"got shape {array.shape} and voxel_size {tuple(array.voxel_size)}"
+        )
+    if any(v <= 0 for v in array.voxel_size):
+        raise DataError(f"{where}: '{path}' has a non-positive voxel_size {array.voxel_size}")
+    return array
+
+
+def _container_of(path: str) -> str:
+    """The ``*.zarr`` directory part of an array path, or the path itself."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        if part.endswith(".zarr") or part.endswith(".n5"):
+            return str(Path(*parts[: i + 1]))
+    return path
+
+
+def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> TrainingVolume:
+    """Open and check one dataset of the ``data`` section.
+
+    Args:
+        config: the dataset's config entry.
+        where: its config key, e.g. ``data.train[1]``, used in error messages.
+        output_shape: the network's output shape in voxels; gt must hold at least one.
+    """
+    raw = open_array(config.raw, f"{where}.raw")
+    gt = open_array(config.gt, f"{where}.gt")
+    mask = open_array(config.mask, f"{where}.mask") if config.mask else None
+    name = config.name or Path(config.gt).parent.name or where
+
+    if raw.voxel_size != gt.voxel_size:
+        raise DataError(
+            f"{where}: raw voxel_size {tuple(raw.voxel_size)} ('{config.raw}') does not fit "
+            f"gt voxel_size {tuple(gt.voxel_size)} ('{config.gt}'); they must be equal"
+        )
+    if mask is not None and mask.voxel_size != gt.voxel_size:
+        raise DataError(
+            f"{where}: mask voxel_size {tuple(mask.voxel_size)} ('{config.mask}') does not "
+            f"fit gt voxel_size {tuple(gt.voxel_size)} ('{config.gt}'); they must be equal"
+        )
+    if not np.issubdtype(gt.dtype, np.integer) and gt.dtype != bool:
+        raise DataError(f"{where}.gt: '{config.gt}' must hold integer label ids, got {gt.dtype}")
+    if not raw.roi.intersects(gt.roi):
+        raise DataError(f"{where}: raw ROI {raw.roi} and gt ROI {gt.roi} do not overlap")
+    gt_shape = gt.roi.shape / gt.voxel_size
+    if any(s < o for s, o in zip(gt_shape, output_shape, strict=True)):
+        raise DataError(
+            f"{where}.gt: volume '{config.gt}' of {tuple(gt_shape)} voxels is smaller than "
+            f"one sample's output of {tuple(output_shape)} voxels"
+        )
+    return TrainingVolume(name=name, raw=raw, gt=gt, mask=mask, weight=config.weight)
+
+
+def raw_roi_for_training(volume: TrainingVolume, context: Coordinate, clip_raw: bool) -> Roi:
+    """The ROI of raw that training may read; outside it, raw is padded with zeros.
+
+    With ``clip_raw`` the raw is cropped to the gt ROI plus the network's context, so that
+    a large raw volume around a small labelled region is not read needlessly.
+    """
+    if not clip_raw:
+        return volume.raw.roi
+    wanted = volume.gt.roi.grow(context, context)
+    return volume.raw.roi.intersect(wanted).snap_to_grid(volume.raw.voxel_size, mode="shrink")
