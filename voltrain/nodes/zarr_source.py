@@ -1,0 +1,81 @@
+"""A gunpowder source that reads a funlib.persistence array and pads outside it."""
+
+from __future__ import annotations
+
+import gunpowder as gp
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import Array
+
+
+class ZarrSource(gp.BatchProvider):
+    """Provide one array from a zarr-backed ``funlib.persistence.Array``, padded to infinity.
+
+    Reads go straight to the zarr array (not through dask), so loader processes never start
+    dask's thread pool and each request reads exactly the voxels it needs, once. Requests may
+    reach outside the array's valid ROI: those voxels get ``pad_value``. This replaces a
+    separate ``Pad`` node and its extra copy.
+
+    Args:
+        key: the ArrayKey to provide.
+        array: the opened array (voxel size and offset from its metadata).
+        valid_roi: the world ROI that holds data; defaults to the array's ROI. Must lie in it.
+        pad_value: value for voxels outside ``valid_roi``.
+        interpolatable: whether the array may be interpolated (raw) or not (labels, masks).
+    """
+
+    def __init__(
+        self,
+        key: gp.ArrayKey,
+        array: Array,
+        valid_roi: Roi | None = None,
+        pad_value: int | float = 0,
+        interpolatable: bool | None = None,
+    ):
+        self.key = key
+        self.array = array
+        self.valid_roi = array.roi if valid_roi is None else valid_roi
+        if not array.roi.contains(self.valid_roi):
+            raise ValueError(f"valid_roi {self.valid_roi} is outside the array ROI {array.roi}")
+        self.pad_value = pad_value
+        if interpolatable is None:
+            interpolatable = np.issubdtype(array.dtype, np.floating) or array.dtype == np.uint8
+        self.interpolatable = interpolatable
+
+    def setup(self):
+        dims = self.array.voxel_size.dims
+        spec = gp.ArraySpec(
+            roi=Roi((None,) * dims, (None,) * dims),
+            voxel_size=self.array.voxel_size,
+            interpolatable=self.interpolatable,
+            dtype=self.array.dtype,
+        )
+        self.provides(self.key, spec)
+
+    def provide(self, request: gp.BatchRequest) -> gp.Batch:
+        roi = request[self.key].roi
+        voxel_size = self.array.voxel_size
+        if not roi.snap_to_grid(voxel_size) == roi:
+            raise ValueError(f"{self.key}: requested ROI {roi} is not aligned to {voxel_size}")
+        data = np.full(roi.shape / voxel_size, self.pad_value, dtype=self.array.dtype)
+        inside = roi.intersect(self.valid_roi)
+        if not inside.empty:
+            target = _voxel_slices(inside, roi.offset, voxel_size)
+            source = _voxel_slices(inside, self.array.roi.offset, voxel_size)
+            data[target] = self.array._source_data[source]
+        spec = gp.ArraySpec(
+            roi=roi,
+            voxel_size=voxel_size,
+            interpolatable=self.interpolatable,
+            dtype=self.array.dtype,
+        )
+        batch = gp.Batch()
+        batch[self.key] = gp.Array(data, spec)
+        return batch
+
+
+def _voxel_slices(roi: Roi, origin: Coordinate, voxel_size: Coordinate) -> tuple[slice, ...]:
+    """Slices selecting ``roi`` in an array whose first voxel sits at ``origin``."""
+    begin = (roi.begin - origin) / voxel_size
+    end = (roi.end - origin) / voxel_size
+    return tuple(slice(b, e) for b, e in zip(begin, end, strict=True))
