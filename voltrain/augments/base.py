@@ -1,0 +1,106 @@
+"""The augment config base class and the registry that maps a YAML ``type:`` to it.
+
+A user adds an augment either with the ``@register_augment("name")`` decorator or by
+exposing the config class in the ``voltrain.augments`` entry-point group of another
+installed package::
+
+    [project.entry-points."voltrain.augments"]
+    blur = "my_package.augments:BlurConfig"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import gunpowder as gp
+from pydantic import Field
+
+from voltrain.config import StrictModel
+from voltrain.errors import ConfigError
+
+ENTRY_POINT_GROUP = "voltrain.augments"
+
+_REGISTRY: dict[str, type[AugmentConfig]] = {}
+_entry_points_loaded = False
+
+
+class AugmentConfig(StrictModel):
+    """Validated parameters of one augmentation, which emits the gunpowder node doing it.
+
+    Subclasses set ``type`` to a ``Literal`` of their registered name and implement
+    ``node``. The emitted node draws its random parameters from the request's seed, so
+    the same seed gives the same augmentation.
+    """
+
+    type: str
+    p: float = Field(1.0, ge=0.0, le=1.0, description="probability of applying the augment")
+
+    registered_name: ClassVar[str | None] = None
+
+    def node(
+        self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey
+    ) -> gp.BatchFilter:
+        """Return the gunpowder node that applies this augment to a batch."""
+        raise NotImplementedError(f"augment type '{self.type}' does not implement node()")
+
+
+def register_augment(name: str) -> Callable[[type[AugmentConfig]], type[AugmentConfig]]:
+    """Class decorator registering an ``AugmentConfig`` subclass under ``type: name``."""
+
+    def decorator(cls: type[AugmentConfig]) -> type[AugmentConfig]:
+        if not (isinstance(cls, type) and issubclass(cls, AugmentConfig)):
+            raise TypeError(f"@register_augment('{name}') needs an AugmentConfig subclass")
+        existing = _REGISTRY.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(
+                f"augment type '{name}' is already registered by "
+                f"{existing.__module__}.{existing.__qualname__}"
+            )
+        cls.registered_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name in _REGISTRY:
+            continue
+        cls = entry_point.load()
+        register_augment(entry_point.name)(cls)
+
+
+def registered_augments() -> dict[str, type[AugmentConfig]]:
+    """All augment types known now: built-ins, decorated classes and entry points."""
+    _load_entry_points()
+    return dict(_REGISTRY)
+
+
+def parse_augment(data: Any, where: str = "augments") -> AugmentConfig:
+    """Validate one augment entry from a config, choosing its class by ``type``.
+
+    Raises ``ConfigError`` naming ``where`` (the config key) for an unknown or missing type.
+    Field errors are left to pydantic, which reports them against the same key.
+    """
+    if isinstance(data, AugmentConfig):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {data!r}")
+    type_name = data.get("type")
+    known = registered_augments()
+    if type_name is None:
+        raise ConfigError(f"{where}: missing 'type' (known types: {', '.join(sorted(known))})")
+    cls = known.get(type_name)
+    if cls is None:
+        raise ConfigError(
+            f"{where}: unknown augment type '{type_name}' "
+            f"(known types: {', '.join(sorted(known))})"
+        )
+    return cls.model_validate(data)

@@ -1,0 +1,135 @@
+"""Random noise on raw intensities: gaussian, poisson (shot) or salt-and-pepper."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import gunpowder as gp
+import numpy as np
+
+from voltrain.errors import ConfigError, DataError
+
+NoiseMode = Literal["gaussian", "poisson", "s&p"]
+NOISE_MODES: tuple[str, ...] = ("gaussian", "poisson", "s&p")
+
+
+@dataclass(frozen=True)
+class NoiseParams:
+    """The random draw of one ``NoiseAugment`` application.
+
+    ``noise_seed`` seeds the noise field itself, so applying the same params twice gives
+    the same noise.
+    """
+
+    apply: bool
+    noise_seed: int
+
+
+class NoiseAugment(gp.BatchFilter):
+    """Add random noise to the raw intensities. Only raw changes.
+
+    Modes:
+        ``"gaussian"``: ``raw + N(0, var)``, the same noise level everywhere.
+        ``"poisson"``: shot noise. Raw in [0, 1] is read as a fraction of a peak of
+            ``1 / var`` photons, so the noise variance is ``raw * var``: ``var`` is the
+            variance at raw = 1 and dark voxels are less noisy. The Poisson draw is
+            approximated by a gaussian of that variance, ``raw + sqrt(raw * var) * N(0, 1)``,
+            which is accurate for ``raw / var >= ~10`` photons and five times faster than
+            exact Poisson sampling. Negative raw counts as 0 photons (no noise).
+        ``"s&p"``: salt-and-pepper: a fraction ``amount`` of the voxels, chosen at random,
+            is set to 0 (pepper) or 1 (salt) with equal probability.
+
+    Args:
+        raw_key: the float raw array (values ~[0, 1]).
+        mode: ``"gaussian"``, ``"poisson"`` or ``"s&p"``.
+        var: noise variance for ``"gaussian"``; variance at raw = 1 for ``"poisson"``.
+        amount: fraction of voxels replaced for ``"s&p"``.
+        clip: clip the result to [0, 1].
+        p: probability of applying the augment to a sample.
+    """
+
+    def __init__(
+        self,
+        raw_key: gp.ArrayKey,
+        mode: NoiseMode = "gaussian",
+        var: float = 0.01,
+        amount: float = 0.05,
+        clip: bool = True,
+        p: float = 1.0,
+    ):
+        if mode not in NOISE_MODES:
+            raise ConfigError(f"mode must be one of {', '.join(NOISE_MODES)}, got '{mode}'")
+        if var < 0.0:
+            raise ConfigError(f"var must be >= 0, got {var}")
+        if not 0.0 <= amount <= 1.0:
+            raise ConfigError(f"amount must be in [0, 1], got {amount}")
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"p must be in [0, 1], got {p}")
+        if (var == 0.0 and mode != "s&p") or (amount == 0.0 and mode == "s&p"):
+            warnings.warn(f"NoiseAugment in mode '{mode}' adds no noise", stacklevel=2)
+        self.raw_key = raw_key
+        self.mode = mode
+        self.var = var
+        self.amount = amount
+        self.clip = clip
+        self.p = p
+        self._params: NoiseParams | None = None
+
+    def setup(self) -> None:
+        self.enable_autoskip()
+        self.updates(self.raw_key, self.spec[self.raw_key])
+
+    def make_params(self, rng: np.random.Generator) -> NoiseParams:
+        """Draw whether to apply the noise, and the seed of the noise field."""
+        apply = bool(rng.random() < self.p)
+        noise_seed = int(rng.integers(2**63))
+        return NoiseParams(apply=apply, noise_seed=noise_seed)
+
+    def apply_transform(self, data: np.ndarray, params: NoiseParams) -> np.ndarray:
+        """Return a noisy copy of ``data`` in its dtype (``data`` itself is not changed)."""
+        rng = np.random.default_rng(params.noise_seed)
+        if self.mode == "s&p":
+            out = self._salt_and_pepper(data, rng)
+        else:
+            # one float buffer, filled and transformed in place: this is the hot path
+            out = rng.standard_normal(data.shape, dtype=data.dtype)
+            if self.mode == "gaussian":
+                out *= data.dtype.type(math.sqrt(self.var))
+            else:
+                sigma = np.maximum(data, 0.0)
+                sigma *= data.dtype.type(self.var)
+                np.sqrt(sigma, out=sigma)
+                out *= sigma
+            out += data
+        if self.clip:
+            np.clip(out, 0.0, 1.0, out=out)
+        return out
+
+    def _salt_and_pepper(self, data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        draw = rng.random(data.shape, dtype=np.float32)
+        out = data.copy()
+        half = np.float32(self.amount / 2)
+        out[draw < half] = 0.0
+        out[(draw >= half) & (draw < np.float32(self.amount))] = 1.0
+        return out
+
+    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
+        self._params = self.make_params(np.random.default_rng(request.random_seed))
+        deps = gp.BatchRequest()
+        deps[self.raw_key] = request[self.raw_key].copy()
+        return deps
+
+    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> None:
+        assert self._params is not None, "prepare() runs before process()"
+        if not self._params.apply:
+            return
+        raw = batch[self.raw_key]
+        if raw.data.dtype not in (np.float32, np.float64):
+            raise DataError(
+                f"NoiseAugment needs float32 or float64 raw data for {self.raw_key}, got "
+                f"{raw.data.dtype}; normalise raw before adding noise"
+            )
+        raw.data = self.apply_transform(raw.data, self._params)
