@@ -1,0 +1,22 @@
+"""Augment configs: validated parameters that emit gunpowder nodes.
+
+Importing this package registers the built-in augments: elastic, simple, intensity, gamma,
+intensity_scale_shift and noise.
+"""
+
+from voltrain.augments import (  # noqa: F401  (imported to register the built-ins)
+    elastic,
+    gamma,
+    intensity,
+    intensity_scale_shift,
+    noise,
+    simple,
+)
+from voltrain.augments.base import (
+    AugmentConfig,
+    parse_augment,
+    register_augment,
+    registered_augments,
+)
+
+__all__ = ["AugmentConfig", "parse_augment", "register_augment", "registered_augments"]

@@ -1,0 +1,112 @@
+"""The experiment YAML: ``data``, ``model``, ``task`` and ``trainer`` sections.
+
+``load_config`` turns every problem with the file into a one-line ``ConfigError`` naming the
+file and the config key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from voltrain.config import StrictModel
+from voltrain.data import DataConfig
+from voltrain.errors import ConfigError
+from voltrain.models.unet import UNetConfig
+from voltrain.tasks import TaskConfigs
+from voltrain.trainers import TrainerConfigs
+
+
+class ExperimentConfig(StrictModel):
+    """One training experiment, as written in its YAML file."""
+
+    data: DataConfig
+    model: UNetConfig = Field(default_factory=UNetConfig)
+    task: TaskConfigs
+    trainer: TrainerConfigs
+
+    @field_validator("trainer", mode="before")
+    @classmethod
+    def _default_trainer_type(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "gunpowder", **value}
+        return value
+
+    def check(self) -> None:
+        """Cross-section checks: the input shape fits the model, the trainer is consistent."""
+        from voltrain.models.unet import output_shape
+
+        output_shape(self.model, self.trainer.input_shape)
+        ok, message = self.trainer.verify()
+        if not ok:
+            raise ConfigError(message)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", by_alias=True)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read, validate and check an experiment YAML; data paths become absolute.
+
+    Relative data paths are resolved against the directory of the config file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with data, model, task and trainer")
+    config = parse_config(raw, source=str(path))
+    data = config.data.resolved(path.parent.resolve())
+    return config.model_copy(update={"data": data})
+
+
+def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    """Validate a config mapping; errors name ``source`` and the key."""
+    try:
+        config = ExperimentConfig.model_validate(raw)
+        config.check()
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error, raw)}") from None
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    return config
+
+
+def describe_validation_error(error: ValidationError, data: Any) -> str:
+    """The first pydantic error as 'key.path: message', skipping union tags in the path."""
+    first = error.errors()[0]
+    parts: list[str] = []
+    current = data
+    for element in first["loc"]:
+        if isinstance(element, int) and isinstance(current, list):
+            parts.append(f"[{element}]")
+            current = current[element] if element < len(current) else None
+        elif isinstance(current, dict) and element in current:
+            parts.append(f".{element}" if parts else str(element))
+            current = current[element]
+        elif isinstance(current, dict) and current.get("type", "gunpowder") == element:
+            continue  # the discriminated union's tag, not a key of the file
+        else:
+            parts.append(f".{element}" if parts else str(element))
+            current = None
+    key = "".join(parts) or "config"
+    message = first["msg"]
+    if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
+        shown = repr(first["input"])
+        if len(shown) < 60:
+            message += f" (got {shown})"
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    more = error.error_count() - 1
+    return f"{key}: {message}" + (f" (and {more} more error(s))" if more else "")

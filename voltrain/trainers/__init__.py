@@ -1,0 +1,22 @@
+"""Trainers: configs and their runtime twins that run training iterations."""
+
+from typing import Annotated
+
+from pydantic import Field
+
+from voltrain.trainers.base import Trainer, TrainerConfig, TrainingIterationStats
+from voltrain.trainers.dummy import DummyTrainer, DummyTrainerConfig
+from voltrain.trainers.gunpowder import GunpowderTrainer, GunpowderTrainerConfig
+
+TrainerConfigs = Annotated[GunpowderTrainerConfig | DummyTrainerConfig, Field(discriminator="type")]
+
+__all__ = [
+    "DummyTrainer",
+    "DummyTrainerConfig",
+    "GunpowderTrainer",
+    "GunpowderTrainerConfig",
+    "Trainer",
+    "TrainerConfig",
+    "TrainerConfigs",
+    "TrainingIterationStats",
+]

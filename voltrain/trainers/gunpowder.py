@@ -1,0 +1,215 @@
+"""The gunpowder trainer: batches from a gunpowder graph over zarr volumes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from funlib.geometry import Coordinate
+from pydantic import Field, SerializeAsAny, field_validator
+
+from voltrain.augments.base import AugmentConfig, parse_augment
+from voltrain.data import DatasetConfig
+from voltrain.errors import VoltrainError, recover_voltrain_error
+from voltrain.loader import make_loader
+from voltrain.pipeline import TrainingPipeline, compute_sampling_maps, open_training_volumes
+from voltrain.trainers.base import Trainer, TrainerConfig, TrainingIterationStats
+from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
+from voltrain.trainers.step import StepResult, train_step
+
+
+class GunpowderTrainerConfig(TrainerConfig):
+    """Config of the ``GunpowderTrainer``.
+
+    Attributes:
+        num_data_fetchers: loader worker processes (0 draws samples in the training process).
+        augments: augment configs, applied in this order; each selected by its ``type``.
+        snapshot_interval: write a snapshot every this many iterations (0: never).
+        min_masked: minimum fraction of each sample's output region that is masked, judged
+            after augmentation.
+        max_sampling_attempts: samples drawn for one batch entry before giving up.
+        clip_raw: read raw only within the gt ROI plus the network's context.
+        normalize_factor: multiply raw by this (default: 1/255 for uint8, 1/65535 for uint16).
+        data_timeout: seconds to wait for one batch from the loader before failing.
+    """
+
+    type: Literal["gunpowder"] = "gunpowder"
+    num_data_fetchers: int = Field(2, ge=0)
+    augments: list[SerializeAsAny[AugmentConfig]] = Field(default_factory=list)
+    snapshot_interval: int = Field(1000, ge=0)
+    min_masked: float = Field(0.0, ge=0.0, le=1.0)
+    max_sampling_attempts: int = Field(100, gt=0)
+    clip_raw: bool = True
+    normalize_factor: float | None = Field(None, gt=0)
+    data_timeout: float = Field(600.0, gt=0)
+
+    @field_validator("augments", mode="before")
+    @classmethod
+    def _parse_augments(cls, value: Any) -> list[AugmentConfig]:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValueError("must be a list of augments, each with a 'type'")
+        return [parse_augment(item, f"trainer.augments[{i}]") for i, item in enumerate(value)]
+
+    def build(self) -> GunpowderTrainer:
+        return GunpowderTrainer(self)
+
+
+class GunpowderTrainer(Trainer):
+    """Trains on batches drawn by a multiprocess loader from a gunpowder graph."""
+
+    def __init__(self, config: GunpowderTrainerConfig):
+        self.config = config
+        self.iteration = 0
+        self.batch_size = config.batch_size
+        self.learning_rate = config.learning_rate
+        self.pipeline: TrainingPipeline | None = None
+        self.task = None
+        self.snapshot_container: Path | None = None
+        self.device: torch.device | None = None
+        self._loader_iterator = None
+        self._loader_iteration: int | None = None
+
+    def create_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=self.learning_rate)
+
+    def can_train(self, datasets: Sequence[DatasetConfig]) -> bool:
+        return len(datasets) > 0 and all(d.raw and d.gt for d in datasets)
+
+    def build_batch_provider(self, datasets, model, task, snapshot_container=None) -> None:
+        """Open and check the datasets, find where samples can go, and prepare the graph.
+
+        Raises ``DataError`` or ``SamplingError`` (naming the dataset) before any training.
+        """
+        config = self.config
+        input_shape = Coordinate(config.input_shape)
+        output_shape = Coordinate(model.output_shape(tuple(input_shape)))
+        volumes = open_training_volumes(datasets, output_shape)
+        sampling_maps = compute_sampling_maps(volumes, output_shape, config.min_masked)
+        self.pipeline = TrainingPipeline(
+            datasets=list(datasets),
+            augments=list(config.augments),
+            task=task,
+            input_shape=input_shape,
+            output_shape=output_shape,
+            min_masked=config.min_masked,
+            clip_raw=config.clip_raw,
+            sampling_maps=sampling_maps,
+            max_attempts=config.max_sampling_attempts,
+            normalize_factor=config.normalize_factor,
+        )
+        self.task = task.build()
+        self.snapshot_container = Path(snapshot_container) if snapshot_container else None
+
+    def __enter__(self) -> GunpowderTrainer:
+        if self.pipeline is None:
+            raise RuntimeError("call build_batch_provider() before starting the trainer")
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        self._stop_loader()
+
+    def _stop_loader(self) -> None:
+        if self._loader_iterator is not None:
+            shutdown = getattr(self._loader_iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            self._loader_iterator = None
+            self._loader_iteration = None
+
+    def _next_batch(self, device: torch.device) -> dict:
+        if self._loader_iterator is None or self._loader_iteration != self.iteration:
+            self._stop_loader()
+            loader = make_loader(
+                self.pipeline,
+                seed=self.config.seed,
+                batch_size=self.batch_size,
+                start_iteration=self.iteration,
+                num_workers=self.config.num_data_fetchers,
+                pin_memory=device.type == "cuda",
+                timeout=self.config.data_timeout,
+            )
+            self._loader_iterator = iter(loader)
+            self._loader_iteration = self.iteration
+        try:
+            batch = next(self._loader_iterator)
+        except VoltrainError as error:
+            # A worker's error arrives with the worker's traceback as its message.
+            raise (recover_voltrain_error(error) or error) from None
+        except RuntimeError as error:
+            if "timed out" in str(error):
+                raise VoltrainError(
+                    f"no batch from the data loader within trainer.data_timeout="
+                    f"{self.config.data_timeout:g} s at iteration {self.iteration}"
+                ) from None
+            raise
+        self._loader_iteration += 1
+        return batch
+
+    def iterate(
+        self,
+        num_iterations: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+    ) -> Iterator[TrainingIterationStats]:
+        device = torch.device(device)
+        interval = self.config.snapshot_interval
+        for _ in range(num_iterations):
+            start = time.perf_counter()
+            batch = self._next_batch(device)
+            data_time = time.perf_counter() - start
+            tensors = {
+                key: batch[key].to(device, non_blocking=True) for key in ("raw", "target", "weight")
+            }
+            snapshot_due = (
+                self.snapshot_container is not None
+                and interval > 0
+                and (self.iteration + 1) % interval == 0
+            )
+            result = train_step(
+                model,
+                optimizer,
+                self.task,
+                tensors["raw"],
+                tensors["target"],
+                tensors["weight"],
+                self.config.max_norm,
+                self.config.norm_type,
+                keep_output=snapshot_due,
+            )
+            self.iteration += 1
+            if snapshot_due:
+                self._write_snapshot(batch, result)
+            yield TrainingIterationStats(
+                iteration=self.iteration,
+                time=time.perf_counter() - start,
+                data_time=data_time,
+                learning_rate=optimizer.param_groups[0]["lr"],
+                loss_tensor=result.loss,
+                grad_norm_tensor=result.grad_norm,
+            )
+
+    def _write_snapshot(self, batch: dict, result: StepResult) -> None:
+        voxel_size = batch["voxel_size"][0].tolist()
+        raw_offset = batch["raw_offset"][0].tolist()
+        out_offset = batch["output_offset"][0].tolist()
+        prediction = self.task.activation(result.logits[:1].float())[0]
+
+        def at_output(tensor) -> SnapshotArray:
+            return SnapshotArray(tensor.detach().cpu().numpy(), out_offset, voxel_size)
+
+        arrays = {
+            "raw": SnapshotArray(batch["raw"][0, 0].numpy(), raw_offset, voxel_size),
+            "gt": at_output(batch["gt"][0]),
+            "mask": at_output(batch["mask"][0]),
+            "target": at_output(batch["target"][0]),
+            "weight": at_output(batch["weight"][0]),
+            "prediction": at_output(prediction),
+            "gradient": at_output(result.logits_grad[0].float()),
+        }
+        write_snapshot(self.snapshot_container, self.iteration, arrays)
