@@ -1,0 +1,134 @@
+"""The CLI: bad input gets one line naming it, exit code 2, nothing written; demo runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from conftest import experiment_dict
+from funlib.persistence import open_ds, prepare_ds
+
+from voltrain.cli import main
+
+
+def _bare_labels(tmp_path: Path) -> str:
+    zarr.create_array(str(tmp_path / "bare.zarr"), name="labels", data=np.ones((8,) * 3, "u8"))
+    return str(tmp_path / "bare.zarr" / "labels")
+
+
+def _coarse_labels(tmp_path: Path) -> str:
+    zarr.open_group(str(tmp_path / "coarse.zarr"), mode="w")
+    prepare_ds(str(tmp_path / "coarse.zarr/labels"), (40,) * 3, voxel_size=(16,) * 3, dtype="u8")
+    return str(tmp_path / "coarse.zarr" / "labels")
+
+
+def _tiny_labels(tmp_path: Path) -> str:
+    zarr.open_group(str(tmp_path / "tiny.zarr"), mode="w")
+    prepare_ds(str(tmp_path / "tiny.zarr/labels"), (10,) * 3, voxel_size=(8,) * 3, dtype="u8")
+    return str(tmp_path / "tiny.zarr" / "labels")
+
+
+BAD_INPUTS = {
+    "missing path": (
+        lambda c, t: c["data"]["train"][0].update(raw=str(t / "no.zarr/raw")),
+        r"data.train\[0\].raw: .*no.zarr",
+    ),
+    "no voxel size": (
+        lambda c, t: c["data"]["train"][0].update(gt=_bare_labels(t), mask=None),
+        r"data.train\[0\].gt: .*voxel_size",
+    ),
+    "voxel sizes": (
+        lambda c, t: c["data"]["train"][0].update(gt=_coarse_labels(t), mask=None),
+        r"raw voxel_size \(8, 8, 8\).*does not fit gt voxel_size \(16, 16, 16\)",
+    ),
+    "too small": (
+        lambda c, t: c["data"]["train"][0].update(gt=_tiny_labels(t), mask=None),
+        r"data.train\[0\].gt: .*\(10, 10, 10\) voxels is smaller than one sample",
+    ),
+    "unknown augment": (
+        lambda c, t: c["trainer"].update(augments=[{"type": "nope"}]),
+        r"trainer.augments\[0\]: unknown augment type 'nope'",
+    ),
+    "zero size": (
+        lambda c, t: c["trainer"].update(input_shape=[36, 36, 0]),
+        r"trainer.input_shape",
+    ),
+    "negative size": (lambda c, t: c["model"].update(num_fmaps=-1), r"model.num_fmaps"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_one_line_exit_2_nothing_written(case, volume, write_config, tmp_path, capsys):
+    mutate, expected = BAD_INPUTS[case]
+    config = experiment_dict(volume)
+    mutate(config, tmp_path)
+    out = tmp_path / "run"
+    code = main(["train", str(write_config(config)), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert pytest.importorskip("re").search(expected, err), err
+    assert not out.exists()
+
+
+def test_malformed_yaml_exit_2(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("trainer: {batch_size: 2\n")
+    code = main(["train", str(path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "bad.yaml: malformed YAML at line" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_then_resume_continues_from_latest(volume, write_config, tmp_path, capsys):
+    config = write_config(experiment_dict(volume, checkpoint_interval=2))
+    out = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(out), "--no-progress"]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "iteration_00000002.pt",
+        "iteration_00000004.pt",
+    ]
+    # A second run into the same directory must not silently overwrite it.
+    assert main(["train", str(config), "--out", str(out), "--no-progress"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                str(config),
+                "--out",
+                str(out),
+                "--iterations",
+                "6",
+                "--resume",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_demo_runs_shortened(tmp_path):
+    voltrain = shutil.which("voltrain", path=str(Path(sys.executable).parent))
+    assert voltrain, "the voltrain console script is installed"
+    out = tmp_path / "demo"
+    result = subprocess.run(
+        [voltrain, "demo", "--out", str(out), "--iterations", "4", "--size", "48", "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "snapshots:" in result.stdout
+    snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction"))
+    assert snapshot.shape[0] == 3
+    assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()
