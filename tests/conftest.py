@@ -20,8 +20,14 @@ def volume(tmp_path_factory) -> Path:
     """A 64^3 synthetic volume at 8 nm with an offset, 60% masked (zarr v3)."""
     container = tmp_path_factory.mktemp("data") / "cells.zarr"
     make_synthetic_volume(
-        container, shape=(64, 64, 64), voxel_size=(8, 8, 8), offset=(16, 32, 48),
-        num_cells=20, mask_fraction=0.6, chunk_shape=(32, 32, 32), seed=1,
+        container,
+        shape=(64, 64, 64),
+        voxel_size=(8, 8, 8),
+        offset=(16, 32, 48),
+        num_cells=20,
+        mask_fraction=0.6,
+        chunk_shape=(32, 32, 32),
+        seed=1,
     )
     return container
 
@@ -31,8 +37,14 @@ def sparse_volume(tmp_path_factory) -> Path:
     """A 64^3 synthetic volume whose mask covers only 10% (zarr v2)."""
     container = tmp_path_factory.mktemp("sparse") / "sparse.zarr"
     make_synthetic_volume(
-        container, shape=(64, 64, 64), voxel_size=(8, 8, 8), num_cells=20,
-        mask_fraction=0.1, chunk_shape=(32, 32, 32), seed=2, zarr_format=2,
+        container,
+        shape=(64, 64, 64),
+        voxel_size=(8, 8, 8),
+        num_cells=20,
+        mask_fraction=0.1,
+        chunk_shape=(32, 32, 32),
+        seed=2,
+        zarr_format=2,
     )
     return container
 

@@ -46,7 +46,8 @@ def test_array_without_voxel_size_is_rejected(volume, tmp_path):
     zarr.create_array(str(path), name="labels", data=np.ones((32, 32, 32), np.uint64))
     with pytest.raises(DataError, match=r"data.train\[0\].gt: .*bare.zarr/labels.*voxel_size"):
         open_volume(
-            _config(volume, gt=str(path / "labels"), mask=None), "data.train[0]",
+            _config(volume, gt=str(path / "labels"), mask=None),
+            "data.train[0]",
             Coordinate(8, 8, 8),
         )
 
@@ -58,7 +59,8 @@ def test_raw_and_gt_voxel_sizes_must_fit(volume, tmp_path):
     gt[gt.roi] = np.ones((16, 16, 16), np.uint64)
     with pytest.raises(DataError, match=r"raw voxel_size \(8, 8, 8\).*gt voxel_size \(16"):
         open_volume(
-            _config(volume, gt=str(path / "labels"), mask=None), "data.train[0]",
+            _config(volume, gt=str(path / "labels"), mask=None),
+            "data.train[0]",
             Coordinate(8, 8, 8),
         )
 

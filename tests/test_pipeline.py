@@ -82,5 +82,7 @@ def test_unaugmented_samples_sit_at_their_world_offset(volume):
         inside = raw_roi.intersect(raw.roi)
         expected = raw[inside].astype(np.float32) / 255
         start = (inside.begin - raw_roi.begin) / 8
-        got = sample["raw"][0][tuple(slice(s, s + n) for s, n in zip(start, expected.shape))]
+        got = sample["raw"][0][
+            tuple(slice(s, s + n) for s, n in zip(start, expected.shape, strict=True))
+        ]
         np.testing.assert_allclose(got, expected, atol=1e-6)

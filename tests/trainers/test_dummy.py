@@ -21,4 +21,4 @@ def test_dummy_trainer_runs_real_steps(volume):
     with trainer:
         stats = list(trainer.iterate(3, model, optimizer, torch.device("cpu")))
     assert [s.iteration for s in stats] == [1, 2, 3]
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))

@@ -60,7 +60,7 @@ def test_gradient_is_clipped_on_the_device(volume, tmp_path):
         torch.stack([torch.linalg.vector_norm(p.grad) for p in run.model.parameters()])
     )
     assert stats.grad_norm > 1e-3 and float(norm) <= 1e-3 * 1.01
-    assert any(not torch.equal(b, p) for b, p in zip(before, run.model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, run.model.parameters(), strict=True))
 
 
 def test_snapshots_hold_every_array_placed_in_world_units(volume, tmp_path):
