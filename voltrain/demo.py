@@ -42,7 +42,8 @@ def run_demo(
     config_path = out_dir / "demo.yaml"
     raw = yaml.safe_load(demo_config_text())
     if iterations is not None:
-        raw["trainer"]["iterations"] = iterations
+        raw["trainer"].pop("steps", None)
+        raw["trainer"]["max_steps"] = iterations
         interval = max(1, min(100, iterations // 2))
         raw["trainer"]["snapshot_interval"] = interval
         raw["trainer"]["checkpoint_interval"] = interval

@@ -14,6 +14,7 @@ from voltrain.run import TrainingRun
 
 def _run(container, out_dir, task=None, **trainer) -> TrainingRun:
     raw = experiment_dict(container, **trainer)
+    raw["trainer"]["max_steps"] = raw["trainer"].pop("iterations")
     if task is not None:
         raw["task"] = task
     run = TrainingRun(parse_config(raw), out_dir, "cpu")
@@ -51,7 +52,7 @@ def test_chunked_iterate_matches_one_call(volume, tmp_path):
 
 
 def test_gradient_is_clipped_on_the_device(volume, tmp_path):
-    run = _run(volume, tmp_path / "run", max_norm=1e-3)
+    run = _run(volume, tmp_path / "run", clipping={"mode": "global_norm", "max_norm": 1e-3})
     with run.trainer:
         before = [p.detach().clone() for p in run.model.parameters()]
         stats = next(run.trainer.iterate(1, run.model, run.optimizer, "cpu"))

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from voltrain.trainers.base import Trainer, TrainerConfig, TrainingIterationStats
+from voltrain.trainers.base import Trainer, TrainerConfig, TrainingBatch, TrainingIterationStats
 from voltrain.trainers.dummy import DummyTrainer, DummyTrainerConfig
 from voltrain.trainers.gunpowder import GunpowderTrainer, GunpowderTrainerConfig
 
@@ -18,5 +18,6 @@ __all__ = [
     "Trainer",
     "TrainerConfig",
     "TrainerConfigs",
+    "TrainingBatch",
     "TrainingIterationStats",
 ]

@@ -1,124 +1,95 @@
-"""The trainer contract: a config, its runtime twin, and the stats of one iteration."""
+"""The trainer contract: a config, its runtime twin, and the stats of one iteration.
+
+``Trainer`` holds the step loop every trainer shares; a subclass says where batches come
+from (``_draw_batch``) and may write snapshots and validate.
+"""
 
 from __future__ import annotations
 
-import math
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
-from pydantic import Field, field_validator
 
-from voltrain.config import StrictModel
+from voltrain.callbacks import Callback, Timer
+from voltrain.errors import NanLossError
+from voltrain.optim import apply_learning_rate, build_optimizer
+from voltrain.trainers.config import TrainerConfig
+from voltrain.trainers.stats import TrainingIterationStats
+from voltrain.trainers.step import StepEngine, StepResult
 
+__all__ = ["Trainer", "TrainerConfig", "TrainingBatch", "TrainingIterationStats"]
 
-class TrainerConfig(StrictModel):
-    """Base of every trainer config: what all trainers share.
-
-    Attributes:
-        type: which trainer (selects the config class in YAML).
-        name: a name for this trainer setup, shown in logs.
-        batch_size: samples per iteration.
-        learning_rate: the optimizer's learning rate.
-        input_shape: network input in voxels (z, y, x).
-        seed: seeds the model's initial weights and every sample.
-        iterations: the iteration to train up to when the CLI gives none.
-        max_norm: clip the gradient norm to this (None: no clipping).
-        norm_type: the p of the gradient p-norm (``inf`` for the max norm).
-        log_every: read the loss back and log it every this many iterations.
-        checkpoint_interval: save a checkpoint every this many iterations (0: only at the end).
-    """
-
-    type: str
-    name: str = "default"
-    batch_size: int = Field(1, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
-    input_shape: list[int] = Field(default_factory=lambda: [68, 68, 68])
-    seed: int = Field(0, ge=0)
-    iterations: int = Field(1000, gt=0)
-    max_norm: float | None = Field(1.0, gt=0)
-    norm_type: float = Field(2.0, gt=0)
-    log_every: int = Field(10, gt=0)
-    checkpoint_interval: int = Field(500, ge=0)
-
-    @field_validator("input_shape")
-    @classmethod
-    def _three_positive(cls, value: list[int]) -> list[int]:
-        if len(value) != 3 or any(v <= 0 for v in value):
-            raise ValueError(f"must be three positive voxel counts (z, y, x), got {value}")
-        return value
-
-    def verify(self) -> tuple[bool, str]:
-        """Check the config for combinations the field validators cannot see."""
-        if self.norm_type != math.inf and self.norm_type < 1:
-            return False, f"trainer.norm_type must be >= 1 or inf, got {self.norm_type}"
-        return True, "ok"
+logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainingIterationStats:
-    """What one training iteration reports.
+class TrainingBatch:
+    """One batch on the training device, and what it came from on the host (for snapshots)."""
 
-    ``loss`` and ``grad_norm`` stay on the training device until they are read: reading them
-    syncs with the device, so a caller reads them only when it logs.
-    """
-
-    iteration: int
-    time: float
-    data_time: float
-    learning_rate: float
-    loss_tensor: torch.Tensor = field(repr=False)
-    grad_norm_tensor: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def loss(self) -> float:
-        return float(self.loss_tensor)
-
-    @property
-    def grad_norm(self) -> float | None:
-        return None if self.grad_norm_tensor is None else float(self.grad_norm_tensor)
-
-    def as_dict(self) -> dict:
-        """All figures as plain floats (syncs with the device)."""
-        return {
-            "iteration": self.iteration,
-            "loss": self.loss,
-            "grad_norm": self.grad_norm,
-            "learning_rate": self.learning_rate,
-            "time": self.time,
-            "data_time": self.data_time,
-        }
+    raw: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+    host: dict | None = None
 
 
 class Trainer(ABC):
     """Runs training iterations on batches from a provider it builds itself.
 
-    Use as a context manager: entering starts the data loaders, leaving stops them::
+    Use as a context manager: entering starts the data loaders and calls the callbacks'
+    ``on_train_begin``, leaving stops them and calls ``on_train_end``::
 
         trainer.build_batch_provider(datasets, model, task, snapshot_container)
+        optimizer = trainer.create_optimizer(model)
         with trainer:
             for stats in trainer.iterate(100, model, optimizer, device):
                 ...
+
+    Attributes:
+        iteration: iterations done (the next step produces ``iteration + 1``).
+        until: the iteration training ends at; sets the learning-rate schedule's horizon
+            (default: from ``steps``/``max_steps`` when first entered).
+        callbacks: called at every step, snapshot, checkpoint, start and end.
+        stop_requested: set when a callback asked to stop; ``iterate`` then yields nothing
+            more until it is reset to False.
+        fail_on_nan_loss: from the config; raise ``NanLossError`` at the next logging
+            interval after a non-finite step.
     """
 
     iteration: int = 0
     batch_size: int
     learning_rate: float
 
-    @abstractmethod
-    def create_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        """The optimizer for ``model``'s parameters."""
+    def __init__(self, config: TrainerConfig):
+        self.config = config
+        self.iteration = 0
+        self.batch_size = config.batch_size
+        self.learning_rate = config.learning_rate
+        self.task = None
+        self.until: int | None = None
+        self.lr_schedule = None
+        self.fail_on_nan_loss = config.fail_on_nan_loss
+        self.stop_requested = False
+        self.validator = None
+        self.callbacks: list[Callback] = []
+        if config.early_stopping is not None:
+            self.callbacks.append(config.early_stopping.build())
+        self.callbacks.append(Timer(config.time_limit))
+        self._engine: StepEngine | None = None
+        self._pending_state: dict | None = None
+        self._reported_skips = 0
 
-    @abstractmethod
-    def iterate(
-        self,
-        num_iterations: int,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        device: torch.device,
-    ) -> Iterator[TrainingIterationStats]:
-        """Run ``num_iterations`` steps from ``self.iteration``, yielding stats after each."""
+    def create_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        """The configured optimizer for ``model``'s parameters (move the model first)."""
+        return build_optimizer(self.config.optimizer, model.parameters(), self.learning_rate)
+
+    def add_callback(self, callback: Callback) -> None:
+        self.callbacks.append(callback)
 
     @abstractmethod
     def can_train(self, datasets: Sequence) -> bool:
@@ -128,8 +99,170 @@ class Trainer(ABC):
     def build_batch_provider(self, datasets: Sequence, model, task, snapshot_container=None):
         """Prepare the batch provider for ``datasets``; checks the data before training."""
 
+    @abstractmethod
+    def _draw_batch(self, device: torch.device) -> TrainingBatch:
+        """The batch of iteration ``self.iteration + 1``, on ``device``."""
+
+    def _snapshot_due(self, iteration: int) -> bool:
+        return False
+
+    def _write_snapshot(self, batch: TrainingBatch, result: StepResult) -> None:  # noqa: B027
+        """Write a snapshot and call ``notify_snapshot`` (trainers that snapshot)."""
+
     def __enter__(self) -> Trainer:
+        if self.until is None:
+            self.until = self.config.target_iteration(self.iteration)
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
         return self
 
-    def __exit__(self, exc_type, exc_value, traceback) -> None:  # noqa: B027 (optional hook)
-        return None
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+
+    def iterate(
+        self,
+        num_iterations: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+    ) -> Iterator[TrainingIterationStats]:
+        """Run ``num_iterations`` steps from ``self.iteration``, yielding stats after each.
+
+        Ends early when a callback asks to stop (``stop_requested``). Raises
+        ``NanLossError`` at a logging interval after a non-finite step if
+        ``fail_on_nan_loss``.
+        """
+        device = torch.device(device)
+        engine = self.step_engine(model, optimizer, device)
+        schedule = self._schedule()
+        for _ in range(num_iterations):
+            if self.stop_requested:
+                return
+            start = time.perf_counter()
+            batch = self._draw_batch(device)
+            data_time = time.perf_counter() - start
+            learning_rate = apply_learning_rate(optimizer, schedule.factor(self.iteration))
+            snapshot_due = self._snapshot_due(self.iteration + 1)
+            result = engine.step(
+                self.task, batch.raw, batch.target, batch.weight, self.iteration, snapshot_due
+            )
+            self.iteration += 1
+            if snapshot_due:
+                self._write_snapshot(batch, result)
+            stats = TrainingIterationStats(
+                iteration=self.iteration,
+                time=time.perf_counter() - start,
+                data_time=data_time,
+                learning_rate=learning_rate,
+                loss_tensor=result.loss,
+                grad_norm_tensor=result.grad_norm,
+                finite_tensor=result.finite,
+                skipped_steps_tensor=engine.skipped_steps.clone(),
+                amp_skipped_steps_tensor=engine.amp_skipped_steps.clone(),
+                batch_size=self.batch_size,
+            )
+            stats.validation = self._validate_if_due(model, engine)
+            stats.log_due = self.iteration % self.config.log_every == 0 or (
+                self.iteration == self.until
+            )
+            if stats.log_due:
+                self.check_finite()
+            stops = [callback.on_step_end(stats) for callback in self.callbacks]
+            self.stop_requested = self.stop_requested or any(stops)
+            yield stats
+
+    def step_engine(self, model, optimizer, device: torch.device) -> StepEngine:
+        """The step engine of (model, optimizer, device), made once and kept."""
+        engine = self._engine
+        if engine is None or (engine.model, engine.optimizer, engine.device) != (
+            model,
+            optimizer,
+            device,
+        ):
+            state = engine.state_dict() if engine is not None else self._pending_state
+            engine = StepEngine(self.config, model, optimizer, device)
+            if state is not None:
+                engine.load_state_dict(state)
+            self._engine, self._pending_state = engine, None
+        return engine
+
+    def _schedule(self):
+        if self.lr_schedule is None:
+            horizon = self.until or self.config.target_iteration(self.iteration)
+            self.lr_schedule = self.config.lr_schedule.build(horizon)
+        return self.lr_schedule
+
+    def _validate_if_due(self, model, engine: StepEngine) -> dict[str, float] | None:
+        interval = self.config.validation_interval
+        if self.validator is None or interval == 0 or self.iteration % interval:
+            return None
+        return self.validator.evaluate(model, engine.autocast)
+
+    def check_finite(self) -> int:
+        """Read the skip counters (a host sync); raise ``NanLossError`` after a non-finite
+        step if ``fail_on_nan_loss``. Returns the number of steps skipped so far."""
+        if self._engine is None:
+            return 0
+        skipped = int(self._engine.skipped_steps)
+        if skipped > self._reported_skips:
+            first = int(self._engine.first_bad_iteration)
+            if self.fail_on_nan_loss:
+                raise NanLossError(
+                    f"the loss or a gradient was not finite at iteration {first}; that step "
+                    "was not applied and training stopped (trainer.fail_on_nan_loss: true); "
+                    "checkpoints written so far are kept"
+                )
+            logger.warning(
+                "skipped %d non-finite step(s) so far, the first at iteration %d",
+                skipped,
+                first,
+            )
+            self._reported_skips = skipped
+        return skipped
+
+    def notify_snapshot(self, iteration: int, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        for callback in self.callbacks:
+            callback.on_snapshot(iteration, path, arrays)
+
+    def notify_checkpoint(self, iteration: int, path: Path) -> None:
+        for callback in self.callbacks:
+            callback.on_checkpoint(iteration, path)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint needs besides model and optimizer to resume exactly."""
+        engine = self._engine.state_dict() if self._engine is not None else self._pending_state
+        return {
+            "iteration": self.iteration,
+            "step": engine,
+            "lr_schedule": self._schedule().state_dict(),
+            "reported_skips": self._reported_skips,
+            "callbacks": {
+                c.state_key: c.state_dict() for c in self.callbacks if c.state_key is not None
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration = int(state["iteration"])
+        if state.get("step") is None:
+            # Saved before any step: the next step starts from a fresh engine.
+            self._engine, self._pending_state = None, None
+        elif self._engine is not None:
+            self._engine.load_state_dict(state["step"])
+        else:
+            self._pending_state = state["step"]
+        self._reported_skips = state.get("reported_skips", 0)
+        saved = state.get("callbacks", {})
+        for callback in self.callbacks:
+            if callback.state_key in saved:
+                callback.load_state_dict(saved[callback.state_key])
+        horizon = (state.get("lr_schedule") or {}).get("horizon")
+        current = self._schedule().horizon
+        decaying = self.config.lr_schedule.needs_horizon
+        if decaying and horizon is not None and current is not None and horizon != current:
+            logger.warning(
+                "the learning-rate schedule now ends at iteration %d, not %d as when the "
+                "checkpoint was written; set trainer.lr_schedule.total_iterations to fix it",
+                current,
+                horizon,
+            )

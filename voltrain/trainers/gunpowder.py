@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,9 +15,11 @@ from voltrain.data import DatasetConfig
 from voltrain.errors import VoltrainError, recover_voltrain_error
 from voltrain.loader import make_loader
 from voltrain.pipeline import TrainingPipeline, compute_sampling_maps, open_training_volumes
-from voltrain.trainers.base import Trainer, TrainerConfig, TrainingIterationStats
+from voltrain.trainers.base import Trainer, TrainingBatch
+from voltrain.trainers.config import TrainerConfig
 from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
-from voltrain.trainers.step import StepResult, train_step
+from voltrain.trainers.step import StepResult
+from voltrain.trainers.validation import Validator
 
 
 class GunpowderTrainerConfig(TrainerConfig):
@@ -63,36 +64,24 @@ class GunpowderTrainer(Trainer):
     """Trains on batches drawn by a multiprocess loader from a gunpowder graph."""
 
     def __init__(self, config: GunpowderTrainerConfig):
-        self.config = config
-        self.iteration = 0
-        self.batch_size = config.batch_size
-        self.learning_rate = config.learning_rate
+        super().__init__(config)
         self.pipeline: TrainingPipeline | None = None
-        self.task = None
         self.snapshot_container: Path | None = None
-        self.device: torch.device | None = None
         self._loader_iterator = None
         self._loader_iteration: int | None = None
-
-    def create_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.Adam(model.parameters(), lr=self.learning_rate)
 
     def can_train(self, datasets: Sequence[DatasetConfig]) -> bool:
         return len(datasets) > 0 and all(d.raw and d.gt for d in datasets)
 
-    def build_batch_provider(self, datasets, model, task, snapshot_container=None) -> None:
-        """Open and check the datasets, find where samples can go, and prepare the graph.
-
-        Raises ``DataError`` or ``SamplingError`` (naming the dataset) before any training.
-        """
+    def _pipeline_for(self, datasets, model, task, augments, key: str) -> TrainingPipeline:
         config = self.config
         input_shape = Coordinate(config.input_shape)
         output_shape = Coordinate(model.output_shape(tuple(input_shape)))
-        volumes = open_training_volumes(datasets, output_shape)
+        volumes = open_training_volumes(datasets, output_shape, key)
         sampling_maps = compute_sampling_maps(volumes, output_shape, config.min_masked)
-        self.pipeline = TrainingPipeline(
+        return TrainingPipeline(
             datasets=list(datasets),
-            augments=list(config.augments),
+            augments=list(augments),
             task=task,
             input_shape=input_shape,
             output_shape=output_shape,
@@ -102,16 +91,42 @@ class GunpowderTrainer(Trainer):
             max_attempts=config.max_sampling_attempts,
             normalize_factor=config.normalize_factor,
         )
+
+    def build_batch_provider(self, datasets, model, task, snapshot_container=None) -> None:
+        """Open and check the datasets, find where samples can go, and prepare the graph.
+
+        Raises ``DataError`` or ``SamplingError`` (naming the dataset) before any training.
+        """
+        self.pipeline = self._pipeline_for(
+            datasets, model, task, self.config.augments, "data.train"
+        )
         self.task = task.build()
         self.snapshot_container = Path(snapshot_container) if snapshot_container else None
+
+    def build_validation_provider(self, datasets, model, task, device) -> None:
+        """Validate every ``validation_interval`` iterations on ``validation_samples`` fixed
+        samples of ``datasets`` (no augments). Checks the data like ``build_batch_provider``.
+        """
+        pipeline = self._pipeline_for(datasets, model, task, [], "data.validate")
+        self.validator = Validator(
+            pipeline,
+            task.build(),
+            self.config.seed,
+            self.config.validation_samples,
+            self.batch_size,
+            device,
+        )
 
     def __enter__(self) -> GunpowderTrainer:
         if self.pipeline is None:
             raise RuntimeError("call build_batch_provider() before starting the trainer")
-        return self
+        return super().__enter__()
 
     def __exit__(self, exc_type, exc_value, traceback) -> None:
-        self._stop_loader()
+        try:
+            super().__exit__(exc_type, exc_value, traceback)
+        finally:
+            self._stop_loader()
 
     def _stop_loader(self) -> None:
         if self._loader_iterator is not None:
@@ -150,66 +165,35 @@ class GunpowderTrainer(Trainer):
         self._loader_iteration += 1
         return batch
 
-    def iterate(
-        self,
-        num_iterations: int,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
-        device: torch.device,
-    ) -> Iterator[TrainingIterationStats]:
-        device = torch.device(device)
-        interval = self.config.snapshot_interval
-        for _ in range(num_iterations):
-            start = time.perf_counter()
-            batch = self._next_batch(device)
-            data_time = time.perf_counter() - start
-            tensors = {
-                key: batch[key].to(device, non_blocking=True) for key in ("raw", "target", "weight")
-            }
-            snapshot_due = (
-                self.snapshot_container is not None
-                and interval > 0
-                and (self.iteration + 1) % interval == 0
-            )
-            result = train_step(
-                model,
-                optimizer,
-                self.task,
-                tensors["raw"],
-                tensors["target"],
-                tensors["weight"],
-                self.config.max_norm,
-                self.config.norm_type,
-                keep_output=snapshot_due,
-            )
-            self.iteration += 1
-            if snapshot_due:
-                self._write_snapshot(batch, result)
-            yield TrainingIterationStats(
-                iteration=self.iteration,
-                time=time.perf_counter() - start,
-                data_time=data_time,
-                learning_rate=optimizer.param_groups[0]["lr"],
-                loss_tensor=result.loss,
-                grad_norm_tensor=result.grad_norm,
-            )
+    def _draw_batch(self, device: torch.device) -> TrainingBatch:
+        batch = self._next_batch(device)
+        raw, target, weight = (
+            batch[key].to(device, non_blocking=True) for key in ("raw", "target", "weight")
+        )
+        return TrainingBatch(raw, target, weight, host=batch)
 
-    def _write_snapshot(self, batch: dict, result: StepResult) -> None:
-        voxel_size = batch["voxel_size"][0].tolist()
-        raw_offset = batch["raw_offset"][0].tolist()
-        out_offset = batch["output_offset"][0].tolist()
+    def _snapshot_due(self, iteration: int) -> bool:
+        interval = self.config.snapshot_interval
+        return self.snapshot_container is not None and interval > 0 and iteration % interval == 0
+
+    def _write_snapshot(self, batch: TrainingBatch, result: StepResult) -> None:
+        host = batch.host
+        voxel_size = host["voxel_size"][0].tolist()
+        raw_offset = host["raw_offset"][0].tolist()
+        out_offset = host["output_offset"][0].tolist()
         prediction = self.task.activation(result.logits[:1].float())[0]
 
         def at_output(tensor) -> SnapshotArray:
             return SnapshotArray(tensor.detach().cpu().numpy(), out_offset, voxel_size)
 
         arrays = {
-            "raw": SnapshotArray(batch["raw"][0, 0].numpy(), raw_offset, voxel_size),
-            "gt": at_output(batch["gt"][0]),
-            "mask": at_output(batch["mask"][0]),
-            "target": at_output(batch["target"][0]),
-            "weight": at_output(batch["weight"][0]),
+            "raw": SnapshotArray(host["raw"][0, 0].numpy(), raw_offset, voxel_size),
+            "gt": at_output(host["gt"][0]),
+            "mask": at_output(host["mask"][0]),
+            "target": at_output(host["target"][0]),
+            "weight": at_output(host["weight"][0]),
             "prediction": at_output(prediction),
             "gradient": at_output(result.logits_grad[0].float()),
         }
-        write_snapshot(self.snapshot_container, self.iteration, arrays)
+        path = write_snapshot(self.snapshot_container, self.iteration, arrays)
+        self.notify_snapshot(self.iteration, path, {k: a.data for k, a in arrays.items()})

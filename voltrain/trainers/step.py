@@ -1,10 +1,23 @@
-"""One optimisation step, kept free of host syncs so the device never waits on Python."""
+"""One optimisation step, kept free of host syncs so the device never waits on Python.
+
+Order: forward under autocast (bf16, or fp16 with a ``GradScaler``), loss, backward, unscale
+(fp16), gradient multipliers, gradient noise, global norm, clipping, then an optimizer step
+that the device skips when the loss or a gradient is not finite (``guarded_step``). Counts
+of skipped steps accumulate in device tensors; the trainer reads them at its logging
+interval.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
+
+from voltrain.trainers.gradients import GradientProcessor
+from voltrain.trainers.guarded_step import guarded_step
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -13,44 +26,114 @@ class StepResult:
 
     loss: torch.Tensor
     grad_norm: torch.Tensor
+    finite: torch.Tensor
     logits: torch.Tensor | None = None
     logits_grad: torch.Tensor | None = None
 
 
-def train_step(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    task,
-    raw: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor,
-    max_norm: float | None,
-    norm_type: float = 2.0,
-    keep_output: bool = False,
-) -> StepResult:
-    """Forward, weighted loss, backward, gradient clipping on the device, optimizer step.
+class StepEngine:
+    """Runs steps of one model with one optimizer on one device.
 
-    The total gradient norm (before clipping) is computed and applied on the device: no
-    ``.item()`` or comparison in Python, so a CUDA step is queued without waiting. With
-    ``keep_output`` the network output and the loss gradient with respect to it are kept,
-    for snapshots.
+    Attributes:
+        skipped_steps: device count of steps skipped because the loss or a gradient was not
+            finite (under fp16, only those where the loss itself was not finite).
+        amp_skipped_steps: device count of fp16 steps skipped for a gradient overflow, which
+            the loss scaler answers by lowering its scale; expected now and then.
+        first_bad_iteration: device int, the first iteration whose step was skipped as
+            non-finite (-1: none).
     """
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    logits = model(raw)
-    if keep_output:
-        logits.retain_grad()
-    loss = task.loss(logits, target, weight)
-    loss.backward()
-    parameters = [p for p in model.parameters() if p.grad is not None]
-    grads = [p.grad for p in parameters]
-    grad_norm = torch.nn.utils.get_total_norm(grads, norm_type, foreach=True)
-    if max_norm is not None:
-        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, grad_norm, foreach=True)
-    optimizer.step()
-    return StepResult(
-        loss=loss.detach(),
-        grad_norm=grad_norm.detach(),
-        logits=logits.detach() if keep_output else None,
-        logits_grad=logits.grad.detach() if keep_output else None,
-    )
+
+    def __init__(self, config, model: torch.nn.Module, optimizer, device: torch.device):
+        self.model = model
+        self.optimizer = optimizer
+        self.device = device
+        self.amp_dtype = AMP_DTYPES.get(config.amp)
+        self.scaler = torch.amp.GradScaler(device.type) if config.amp == "fp16" else None
+        self.gradients = GradientProcessor(
+            config.clipping,
+            config.gradient_noise,
+            config.gradient_multipliers,
+            model,
+            device,
+            config.seed,
+        )
+        self.skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
+        self.amp_skipped_steps = torch.zeros((), dtype=torch.int64, device=device)
+        self.first_bad_iteration = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def autocast(self):
+        """The autocast context of forward passes (training and validation)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def step(
+        self,
+        task,
+        raw: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor,
+        iteration: int,
+        keep_output: bool = False,
+    ) -> StepResult:
+        """The step that produces ``iteration + 1``. With ``keep_output`` the network output
+        and the loss gradient with respect to it are kept, for snapshots."""
+        model, optimizer = self.model, self.optimizer
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            logits = model(raw)
+        logits = logits.float()
+        if keep_output:
+            logits.retain_grad()
+        loss = task.loss(logits, target, weight)
+        scale = None
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+            scale = self.scaler.get_scale() if keep_output else None
+        else:
+            loss.backward()
+        parameters = [p for p in model.parameters() if p.grad is not None]
+        grad_norm, finite = self.gradients.process(parameters, loss.detach(), iteration)
+        guarded_step(optimizer, finite)
+        if self.scaler is not None:
+            self.scaler.update()
+        self._count(finite, torch.isfinite(loss.detach()), iteration)
+        logits_grad = None
+        if keep_output:
+            logits_grad = logits.grad.detach() / (scale or 1.0)
+        return StepResult(
+            loss=loss.detach(),
+            grad_norm=grad_norm.detach(),
+            finite=finite,
+            logits=logits.detach() if keep_output else None,
+            logits_grad=logits_grad,
+        )
+
+    def _count(self, finite: torch.Tensor, loss_finite: torch.Tensor, iteration: int) -> None:
+        if self.scaler is not None:
+            # Under fp16 an overflowing gradient with a finite loss is the scaler's business.
+            bad = ~loss_finite
+            self.amp_skipped_steps.add_((~finite & loss_finite).to(torch.int64))
+        else:
+            bad = ~finite
+        self.skipped_steps.add_(bad.to(torch.int64))
+        first = (self.first_bad_iteration < 0) & bad
+        self.first_bad_iteration.copy_(torch.where(first, iteration + 1, self.first_bad_iteration))
+
+    def state_dict(self) -> dict:
+        return {
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "gradients": self.gradients.state_dict(),
+            "skipped_steps": self.skipped_steps.cpu(),
+            "amp_skipped_steps": self.amp_skipped_steps.cpu(),
+            "first_bad_iteration": self.first_bad_iteration.cpu(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.gradients.load_state_dict(state["gradients"])
+        for name in ("skipped_steps", "amp_skipped_steps", "first_bad_iteration"):
+            getattr(self, name).copy_(state[name])

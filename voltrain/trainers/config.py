@@ -1,0 +1,168 @@
+"""``TrainerConfig``: the ``trainer`` section of the experiment YAML, shared by every trainer."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from voltrain.callbacks import EarlyStoppingConfig
+from voltrain.config import StrictModel
+from voltrain.optim import (
+    AdamConfig,
+    ConstantScheduleConfig,
+    LRScheduleConfigs,
+    OptimizerConfigs,
+)
+from voltrain.trainers.gradients import ClippingConfig, GradientNoiseConfig
+
+DEFAULT_MAX_STEPS = 1000
+
+# Old names, still read: iterations -> max_steps, max_norm/norm_type -> clipping.*.
+_LEGACY_KEYS = {"iterations": "max_steps", "max_norm": "clipping", "norm_type": "clipping"}
+
+
+class TrainerConfig(StrictModel):
+    """Base of every trainer config: what all trainers share.
+
+    Attributes:
+        type: which trainer (selects the config class in YAML).
+        name: a name for this trainer setup, shown in logs.
+        batch_size: samples per iteration.
+        learning_rate: the optimizer's (peak) learning rate.
+        input_shape: network input in voxels (z, y, x).
+        seed: seeds the model's initial weights, every sample and the gradient noise.
+        steps: train this many iterations more than the run starts from (relative).
+        max_steps: train up to this iteration (absolute). Neither: max_steps 1000.
+        optimizer: ``adam``, ``adamw``, ``radam`` or ``sgd`` and their parameters.
+        lr_schedule: ``constant``, ``cosine``, ``poly`` or ``step``, with optional warm-up.
+        clipping: gradient clipping mode and limits.
+        gradient_multipliers: parameter-name pattern -> factor for its gradients.
+        gradient_noise: Gaussian gradient noise (None: none).
+        amp: mixed precision: ``none``, ``bf16`` (autocast) or ``fp16`` (autocast with loss
+            scaling).
+        fail_on_nan_loss: stop with an error when a step is not finite (True), or skip such
+            steps and count them (False). Either way a non-finite step is never applied.
+        log_every: read the loss back and log it every this many iterations.
+        checkpoint_interval: save a checkpoint every this many iterations (0: only at the end).
+        checkpoint_seconds: also save one whenever this many seconds have passed (None: no).
+        keep_checkpoint_max: keep only the newest this many checkpoints (0: all); the best
+            checkpoint is kept apart and never removed.
+        weights_from: initialise the model from this checkpoint file, or from the latest
+            checkpoint of this run directory (only when not resuming).
+        validation_interval: validate every this many iterations (0: never); needs
+            ``data.validate``.
+        validation_samples: the fixed number of validation samples.
+        early_stopping: stop when a validation metric stops improving (None: never).
+        time_limit: stop training after this many seconds (None: no limit).
+    """
+
+    type: str
+    name: str = "default"
+    batch_size: int = Field(1, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    input_shape: list[int] = Field(default_factory=lambda: [68, 68, 68])
+    seed: int = Field(0, ge=0)
+    steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    optimizer: OptimizerConfigs = Field(default_factory=AdamConfig)
+    lr_schedule: LRScheduleConfigs = Field(default_factory=ConstantScheduleConfig)
+    clipping: ClippingConfig = Field(default_factory=ClippingConfig)
+    gradient_multipliers: dict[str, float] = Field(default_factory=dict)
+    gradient_noise: GradientNoiseConfig | None = None
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    fail_on_nan_loss: bool = True
+    log_every: int = Field(10, gt=0)
+    checkpoint_interval: int = Field(500, ge=0)
+    checkpoint_seconds: float | None = Field(None, gt=0)
+    keep_checkpoint_max: int = Field(0, ge=0)
+    weights_from: str | None = None
+    validation_interval: int = Field(1000, ge=0)
+    validation_samples: int = Field(8, gt=0)
+    early_stopping: EarlyStoppingConfig | None = None
+    time_limit: float | None = Field(None, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_legacy_keys(cls, value: Any) -> Any:
+        if not isinstance(value, dict) or not any(k in value for k in _LEGACY_KEYS):
+            return value
+        value = dict(value)
+        for old, new in _LEGACY_KEYS.items():
+            if old not in value:
+                continue
+            replacement = f"{new}.{old}" if new == "clipping" else new
+            warnings.warn(
+                f"trainer.{old} is deprecated; use trainer.{replacement}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if new == "clipping":
+                clipping = dict(value.get("clipping") or {})
+                clipping.setdefault(old, value.pop(old))
+                value["clipping"] = clipping
+            elif new in value:
+                raise ValueError(f"give trainer.{new} only, not also its old name {old}")
+            else:
+                value[new] = value.pop(old)
+        return value
+
+    @field_validator("input_shape")
+    @classmethod
+    def _three_positive(cls, value: list[int]) -> list[int]:
+        if len(value) != 3 or any(v <= 0 for v in value):
+            raise ValueError(f"must be three positive voxel counts (z, y, x), got {value}")
+        return value
+
+    @field_validator("gradient_multipliers")
+    @classmethod
+    def _finite_factors(cls, value: dict[str, float]) -> dict[str, float]:
+        for pattern, factor in value.items():
+            if not math.isfinite(factor) or factor < 0:
+                raise ValueError(f"'{pattern}': factor must be finite and >= 0, got {factor}")
+        return value
+
+    def target_iteration(self, start: int) -> int:
+        """The iteration a run that starts at ``start`` trains up to."""
+        if self.max_steps is not None:
+            return self.max_steps
+        if self.steps is not None:
+            return start + self.steps
+        return DEFAULT_MAX_STEPS
+
+    def check_schedule(self, horizon: int) -> tuple[bool, str]:
+        """Whether the warm-up ends before ``horizon`` (the iteration training ends at)."""
+        schedule = self.lr_schedule
+        end = schedule.total_iterations or horizon
+        if schedule.warmup_iterations and schedule.warmup_iterations >= end:
+            key = "lr_schedule.total_iterations" if schedule.total_iterations else "training"
+            hint = (
+                ""
+                if schedule.total_iterations
+                else ("; set trainer.lr_schedule.total_iterations to plan beyond this run")
+            )
+            return False, (
+                f"trainer.lr_schedule.warmup_iterations ({schedule.warmup_iterations}) must be "
+                f"shorter than {key} ({end} iterations){hint}"
+            )
+        return True, "ok"
+
+    def verify(self) -> tuple[bool, str]:
+        """Check the config for combinations the field validators cannot see."""
+        norm_type = self.clipping.norm_type
+        if norm_type != math.inf and norm_type < 1:
+            return False, f"trainer.clipping.norm_type must be >= 1 or inf, got {norm_type}"
+        if self.steps is not None and self.max_steps is not None:
+            return False, (
+                "trainer.steps and trainer.max_steps: give one (steps counts from where a run "
+                "starts, max_steps is the iteration to train up to)"
+            )
+        if self.steps is None:
+            ok, message = self.check_schedule(self.target_iteration(0))
+            if not ok:
+                return ok, message
+        if self.early_stopping is not None and self.validation_interval == 0:
+            return False, "trainer.early_stopping needs trainer.validation_interval > 0"
+        return True, "ok"
