@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from voltrain.errors import NanLossError, VoltrainError
+from voltrain.profiling import PROFILE_ENV
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,10 +25,17 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train from an experiment YAML")
     train.add_argument("config", help="experiment YAML file")
     train.add_argument("--out", required=True, help="run directory")
-    train.add_argument("--iterations", type=int, help="train up to this iteration")
+    train.add_argument(
+        "--iterations",
+        type=int,
+        help="train up to this iteration (absolute; default: trainer.steps or max_steps)",
+    )
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--profile", action="store_true", help="time each data-pipeline stage per sample"
+    )
 
     demo = commands.add_parser("demo", help="train on a synthetic volume generated here")
     demo.add_argument("--out", default="runs/demo", help="directory for data and run")
@@ -34,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=96, help="synthetic volume edge, voxels")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_predict_parsers(commands)
+    _add_lr_find_parser(commands)
     return parser
 
 
@@ -43,6 +54,9 @@ def _train(args: argparse.Namespace) -> None:
 
     if args.iterations is not None and args.iterations <= 0:
         raise VoltrainError(f"--iterations must be positive, got {args.iterations}")
+    if args.profile:
+        # read by TrainingPipeline in every loader worker (spawned, so they inherit it)
+        os.environ[PROFILE_ENV] = "1"
     config = load_config(args.config)
     result = train(
         config,
@@ -72,12 +86,95 @@ def _demo(args: argparse.Namespace) -> None:
     _report(result)
 
 
+def _add_predict_parsers(commands) -> None:
+    predict = commands.add_parser("predict", help="predict a whole volume block by block")
+    predict.add_argument("config", help="experiment YAML the checkpoint was trained with")
+    predict.add_argument("--checkpoint", required=True, help="checkpoint file (.pt)")
+    predict.add_argument("--input", required=True, help="raw zarr array, e.g. data.zarr/raw")
+    predict.add_argument("--output", required=True, help="output zarr array, e.g. out.zarr/pred")
+    predict.add_argument("--roi", help="OFFSET:SHAPE in world units (default: whole input)")
+    predict.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    predict.add_argument("--block-timeout", type=float, default=600.0, help="seconds per block")
+    predict.add_argument("--max-retries", type=int, default=2, help="retries of a failed block")
+    predict.add_argument("--host", default="127.0.0.1", help="address workers connect to")
+    predict.add_argument("--worker-command", help="start each worker with it, e.g. 'srun -n1'")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    worker = commands.add_parser("predict-worker", help="one prediction worker (for clusters)")
+    worker.add_argument("spec", help="<output>.done/worker.json written by voltrain predict")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import shlex
+
+    from voltrain.predict import predict
+
+    result = predict(
+        args.config,
+        args.checkpoint,
+        args.input,
+        args.output,
+        roi=args.roi,
+        workers=args.workers,
+        device=args.device,
+        block_timeout=args.block_timeout,
+        max_retries=args.max_retries,
+        host=args.host,
+        worker_command=shlex.split(args.worker_command) if args.worker_command else None,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    before = result.blocks - result.blocks_predicted
+    print(f"predicted {result.blocks_predicted} of {result.blocks} blocks, {before} done before")
+    if result.blocks_predicted:
+        print(f"{result.voxels_per_second:.0f} voxels/s over {result.seconds:.1f} s")
+    print(f"output:      {result.output} (complete)")
+
+
+def _predict_worker(args: argparse.Namespace) -> None:
+    from voltrain.predict import PredictionSpec, run_worker
+
+    run_worker(PredictionSpec.read(args.spec))
+
+
+def _add_lr_find_parser(commands) -> None:
+    finder = commands.add_parser("lr-find", help="sweep the learning rate, suggest one")
+    finder.add_argument("config", help="experiment YAML file")
+    finder.add_argument("--out", default="runs/lr-find", help="directory for plot and table")
+    finder.add_argument("--iterations", type=int, default=100, help="sweep length (default 100)")
+    finder.add_argument("--min-lr", type=float, default=1e-7, help="first learning rate")
+    finder.add_argument("--max-lr", type=float, default=1.0, help="last learning rate")
+    finder.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    finder.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _lr_find(args: argparse.Namespace) -> None:
+    from voltrain.experiment import load_config
+    from voltrain.lr_find import describe, find_learning_rate
+
+    result = find_learning_rate(
+        load_config(args.config),
+        args.out,
+        iterations=args.iterations,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(describe(result))
+
+
 def _report(result) -> None:
     loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
-    print(f"trained to iteration {result.iteration}, last logged loss {loss}")
+    stopped = " (stopped early by a callback)" if getattr(result, "stopped_early", False) else ""
+    print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}")
     print(f"snapshots:   {result.snapshots}")
     print(f"checkpoint:  {result.checkpoint}")
+    if getattr(result, "best_checkpoint", None):
+        print(f"best:        {result.best_checkpoint}")
     print(f"metrics:     {result.out_dir / 'metrics.jsonl'}")
+    print(f"tensorboard: {result.out_dir / 'tensorboard'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,13 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        {"train": _train, "demo": _demo}[args.command](args)
+        {
+            "train": _train,
+            "demo": _demo,
+            "predict": _predict,
+            "predict-worker": _predict_worker,
+            "lr-find": _lr_find,
+        }[args.command](args)
     except NanLossError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)
         return 1
     except VoltrainError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)
     except KeyboardInterrupt:
         print("voltrain: interrupted", file=sys.stderr)
         return 130

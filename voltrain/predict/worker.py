@@ -1,0 +1,141 @@
+"""A prediction worker: build the model and the gunpowder graph once, then predict block
+after block handed out by the daisy server.
+
+Graph::
+
+    ZarrSource(raw, zeros outside the input) -> Normalize -> intensity maps -> Predict
+
+Every block's prediction is written to the output array and then marked done; a block
+that raises is marked failed (the server retries it) and its error recorded, and the
+worker goes on with the next block rather than reloading the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import gunpowder as gp
+import torch
+from funlib.geometry import Roi
+from funlib.persistence import open_ds
+
+from voltrain.errors import ConfigError
+from voltrain.models.unet import build_model
+from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
+from voltrain.nodes.predict import Predict
+from voltrain.nodes.zarr_source import ZarrSource
+from voltrain.predict.output import OutputStore
+from voltrain.predict.spec import PredictionSpec
+from voltrain.trainers.checkpoint import load_checkpoint, load_model_state
+
+logger = logging.getLogger(__name__)
+
+RAW = gp.ArrayKey("RAW")
+PREDICTION = gp.ArrayKey("PREDICTION")
+
+
+def worker_device(name: str, worker_id: int) -> torch.device:
+    """The device of one worker: with several GPUs and no index given, GPU worker_id % n."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError("--device cuda: no CUDA device is visible to this worker")
+        return torch.device(f"cuda:{worker_id % count}")
+    return torch.device(name)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class BlockPredictor:
+    """The model and graph of one worker; ``predict_block`` writes one block's output.
+
+    Args:
+        spec: the checked prediction job.
+        device: where the model runs.
+    """
+
+    def __init__(self, spec: PredictionSpec, device: torch.device):
+        self.spec = spec
+        self.device = device
+        self.store = OutputStore(spec.output)
+        task = spec.task.build()
+        state = load_checkpoint(spec.checkpoint)
+        model = build_model(spec.model, 1, task.num_channels)
+        load_model_state(model, state, spec.checkpoint)
+        self.model = model.to(device).eval()
+        pipeline = ZarrSource(RAW, open_ds(spec.input, mode="r"), interpolatable=True)
+        pipeline += gp.Normalize(RAW, factor=spec.normalize_factor)
+        for scale, shift in spec.intensity_maps:
+            pipeline += IntensityScaleShift(RAW, scale=scale, shift=shift)
+        pipeline += Predict(self.model, RAW, PREDICTION, spec.context, task.activation, device)
+        self.pipeline = pipeline
+        self._build = gp.build(pipeline)
+
+    def __enter__(self) -> BlockPredictor:
+        self._build.__enter__()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._build.__exit__(*exc_info)
+
+    def predict(self, write_roi: Roi):
+        """The (C, z, y, x) prediction of one block's output ROI."""
+        request = gp.BatchRequest()
+        request[PREDICTION] = gp.ArraySpec(roi=write_roi)
+        return self.pipeline.request_batch(request)[PREDICTION].data
+
+    def predict_block(self, write_roi: Roi) -> None:
+        self.store.write_block(write_roi, self.predict(write_roi))
+
+
+def run_worker(spec: PredictionSpec, context=None) -> None:
+    """Predict blocks from the daisy server named by ``context`` (default: DAISY_CONTEXT)."""
+    import daisy.v2 as daisy
+
+    context = daisy.Context.from_env() if context is None else context
+    worker_id = int(context["worker_id"])
+    device = worker_device(spec.device, worker_id)
+    if device.type == "cpu":
+        # Several workers on one machine share its cores instead of oversubscribing them.
+        torch.set_num_threads(spec.cpu_threads or available_cores())
+    client = daisy.Client(context)
+    with BlockPredictor(spec, device) as predictor:
+        while True:
+            with client.acquire_block() as block:
+                if block is None:
+                    return
+                try:
+                    predictor.predict_block(block.write_roi)
+                except Exception as error:
+                    _report_failure(predictor.store, block, error)
+                    block.status = daisy.BlockStatus.FAILED
+
+
+def _report_failure(store: OutputStore, block, error: Exception) -> None:
+    traceback.print_exc(file=sys.stderr)
+    try:
+        store.record_failure(block.write_roi, root_cause(error))
+    except OSError as record_error:  # the block still fails; only its message is lost
+        print(f"could not record the failure: {record_error}", file=sys.stderr)
+
+
+def root_cause(error: BaseException) -> str:
+    """One line naming the innermost error, e.g. a zarr codec error inside gunpowder's
+    ``PipelineRequestError`` (which keeps it only as traceback text)."""
+    lines = "".join(getattr(error, "original_traceback", None) or []).strip().splitlines()
+    if lines:
+        return lines[-1].strip()
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[-1] if message else ''}"
