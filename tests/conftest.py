@@ -74,7 +74,7 @@ def experiment_dict(container: Path, **trainer) -> dict:
             "snapshot_interval": 0,
             "checkpoint_interval": 0,
             "log_every": 1,
-            "iterations": 4,
+            "max_steps": 4,
         },
     }
     config["trainer"].update(trainer)

@@ -57,7 +57,7 @@ def test_early_stopping_state_round_trips():
 
 def _raw(volume, **trainer) -> dict:
     raw = experiment_dict(volume)
-    raw["trainer"].pop("iterations")
+    raw["trainer"].pop("max_steps")
     raw["trainer"].update({"batch_size": 1, "max_steps": 20, **trainer})
     raw["data"]["validate"] = raw["data"]["train"]
     return raw

@@ -18,7 +18,7 @@ from voltrain.run import TrainingRun
 
 def _raw(volume, **trainer) -> dict:
     raw = experiment_dict(volume)
-    raw["trainer"].pop("iterations")
+    raw["trainer"].pop("max_steps")
     raw["trainer"].update(batch_size=1, **trainer)
     return raw
 

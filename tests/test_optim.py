@@ -24,7 +24,7 @@ from voltrain.optim import (
 
 def _config(volume, **trainer):
     raw = experiment_dict(volume)
-    raw["trainer"].pop("iterations")
+    raw["trainer"].pop("max_steps")
     raw["trainer"].update(trainer)
     return parse_config(raw)
 

@@ -21,7 +21,7 @@ ITERATIONS = 14
 
 def _config(volume, write_config) -> Path:
     raw = experiment_dict(volume)
-    raw["trainer"].pop("iterations")
+    raw["trainer"].pop("max_steps")
     raw["trainer"].update(
         batch_size=1,
         max_steps=ITERATIONS,

@@ -20,7 +20,7 @@ from voltrain.trainers.checkpoint import list_checkpoints
 
 def _raw(volume, validate=False, **trainer) -> dict:
     raw = experiment_dict(volume)
-    raw["trainer"].pop("iterations")
+    raw["trainer"].pop("max_steps")
     raw["trainer"].update({"batch_size": 1, "max_steps": 4, **trainer})
     if validate:
         raw["data"]["validate"] = raw["data"]["train"]

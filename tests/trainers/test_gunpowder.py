@@ -14,7 +14,6 @@ from voltrain.run import TrainingRun
 
 def _run(container, out_dir, task=None, **trainer) -> TrainingRun:
     raw = experiment_dict(container, **trainer)
-    raw["trainer"]["max_steps"] = raw["trainer"].pop("iterations")
     if task is not None:
         raw["task"] = task
     run = TrainingRun(parse_config(raw), out_dir, "cpu")
