@@ -46,7 +46,7 @@ STAGE_OF_NODE = {
     "DeformAugment": "deform",
     "SimpleAugment": "mirror",
     "IntensityAugment": "intensity",
-    "NoiseAugment": "intensity",
+    "NoiseAugment": "noise",
     "AddAffinities": "target",
 }
 
@@ -155,7 +155,8 @@ def time_stock(
     return _time_in_child(str(container), mask_dataset, num_samples, warmup, time_limit_s)
 
 
-def _seeded(request: gp.BatchRequest, seed: int) -> gp.BatchRequest:
+def seeded_request(request: gp.BatchRequest, seed: int) -> gp.BatchRequest:
+    """A copy of ``request`` with ``seed`` as its random seed."""
     # gunpowder reseeds `random` and `np.random` from the request; a fixed seed per sample
     # makes both runs of a comparison see the same sequence of requests.
     seeded = gp.BatchRequest(random_seed=seed)
@@ -176,11 +177,11 @@ def _sample_and_time(
     with gp.build(pipeline):
         setup_s = time.perf_counter() - build_start
         for seed in range(warmup):
-            pipeline.request_batch(_seeded(request, seed))
+            pipeline.request_batch(seeded_request(request, seed))
         node_s: dict[str, float] = defaultdict(float)
         start = time.perf_counter()
         for index in range(num_samples):
-            batch = pipeline.request_batch(_seeded(request, warmup + index))
+            batch = pipeline.request_batch(seeded_request(request, warmup + index))
             for (node, _method), summary in batch.profiling_stats.get_timing_summaries().items():
                 node_s[node] += sum(summary.times)
             if on_sample is not None:

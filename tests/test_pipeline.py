@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import gunpowder as gp
 import numpy as np
 import pytest
+import torch
 from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
 
-from voltrain.errors import SamplingError
+from voltrain.augments import parse_augment
+from voltrain.errors import ConfigError, SamplingError
 from voltrain.experiment import parse_config
 from voltrain.loader import make_loader
 from voltrain.models.unet import build_model
+from voltrain.nodes.masked_random_location import MaskedRandomLocation
+from voltrain.nodes.torch_deform import deform_raw
+from voltrain.nodes.zarr_source import ZarrSource
+from voltrain.pipeline import (
+    PipelineKeys,
+    augment_nodes,
+    open_training_volumes,
+)
+from voltrain.profiling import STAGES
 
 ELASTIC = {
     "type": "elastic",
@@ -86,3 +100,121 @@ def test_unaugmented_samples_sit_at_their_world_offset(volume):
             tuple(slice(s, s + n) for s, n in zip(start, expected.shape, strict=True))
         ]
         np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+REFERENCE_AUGMENTS = [
+    {"type": "elastic", "control_point_spacing": [80] * 3, "jitter_sigma": [16] * 3},
+    {"type": "simple"},
+    {"type": "intensity", "scale_min": 0.9, "scale_max": 1.1, "shift_min": -0.1, "shift_max": 0.1},
+    {"type": "noise", "mode": "gaussian", "var": 0.01},
+]
+
+
+def _node_types(augments, fuse=True):
+    configs = [parse_augment(a) for a in augments]
+    return [type(node).__name__ for node in augment_nodes(configs, PipelineKeys(), fuse)]
+
+
+def test_elastic_and_the_augments_after_it_run_as_one_fused_pass():
+    gamma = {"type": "gamma"}
+    assert _node_types([*REFERENCE_AUGMENTS, gamma]) == ["FusedAugment", "GammaAugment"]
+    assert _node_types([*REFERENCE_AUGMENTS, gamma], fuse=False) == [
+        "Normalize",
+        "ElasticAugment",
+        "MirrorTransposeAugment",
+        "IntensityAugment",
+        "NoiseAugment",
+        "GammaAugment",
+    ]
+    # out of the fusable order, each augment still runs, on normalised raw
+    assert _node_types([REFERENCE_AUGMENTS[1], REFERENCE_AUGMENTS[0]]) == [
+        "Normalize",
+        "MirrorTransposeAugment",
+        "FusedAugment",
+    ]
+    assert _node_types([]) == ["Normalize"]
+
+
+def test_fused_samples_meet_min_masked_and_keep_label_ids(sparse_volume):
+    trainer = _trainer(sparse_volume, min_masked=0.5, augments=REFERENCE_AUGMENTS)
+    labels = open_ds(str(sparse_volume / "labels"))
+    ids = set(np.unique(labels[labels.roi]).tolist()) | {0}
+    for seed in range(8):
+        sample = trainer.pipeline.request_sample(seed)
+        assert sample["mask"].mean() >= 0.5
+        assert set(np.unique(sample["gt"]).tolist()) <= ids
+        assert sample["raw"].dtype == np.float32 and sample["raw"].shape == (1, 36, 36, 36)
+        assert 0.0 <= sample["raw"].min() and sample["raw"].max() <= 1.0
+
+
+def test_chunk_cache_and_fusion_do_not_change_what_is_read(volume):
+    trainer = _trainer(volume, augments=REFERENCE_AUGMENTS[:1])
+    cached = trainer.pipeline
+    uncached = dataclasses.replace(cached, chunk_cache_mb=0)
+    for seed in range(3):
+        a, b = cached.request_sample(seed), uncached.request_sample(seed)
+        for key in ("raw", "gt", "mask", "target"):
+            np.testing.assert_array_equal(a[key], b[key])
+    assert cached._chunk_cache.hits > 0
+
+
+def test_profiling_adds_the_time_of_each_stage(volume):
+    trainer = _trainer(volume, augments=REFERENCE_AUGMENTS)
+    pipeline = dataclasses.replace(trainer.pipeline, profile=True)
+    assert "stage_ms" not in trainer.pipeline.request_sample(0)
+    sample = pipeline.request_sample(0)
+    stage_ms = dict(zip(STAGES, sample["stage_ms"], strict=True))
+    assert stage_ms["read"] > 0 and stage_ms["deform"] > 0 and stage_ms["target"] > 0
+    assert sum(stage_ms.values()) == pytest.approx(1000 * sample["sample_seconds"], rel=0.01)
+
+
+class _RecordRequests(gp.BatchFilter):
+    """Records the ROIs its downstream asks for."""
+
+    def __init__(self, key):
+        self.key = key
+        self.rois = []
+
+    def prepare(self, request):
+        self.rois.append(request[self.key].roi)
+
+    def process(self, batch, request):
+        pass
+
+
+def test_the_location_node_reads_only_the_shifted_sample(volume):
+    trainer = _trainer(volume)
+    volumes = open_training_volumes(trainer.pipeline.datasets, Coordinate(20, 20, 20))
+    keys = PipelineKeys()
+    recorder = _RecordRequests(keys.raw)
+    source = ZarrSource(keys.raw, volumes[0].raw) + recorder
+    source += MaskedRandomLocation(keys.raw, trainer.pipeline.sampling_maps[0], keys.location)
+    request = gp.BatchRequest(random_seed=3)
+    request[keys.raw] = gp.ArraySpec(roi=Roi((-80, -80, -80), (160, 160, 160)))
+    request[keys.location] = gp.ArraySpec(nonspatial=True)
+    with gp.build(source):
+        batch = source.request_batch(request)
+    # gunpowder's default would request the union of the box at the origin and the shifted one
+    assert recorder.rois[0].shape == Coordinate(160, 160, 160)
+    assert batch[keys.raw].spec.roi == request[keys.raw].roi
+
+
+def test_deform_on_device_hands_over_what_the_device_turns_into_the_same_raw(volume):
+    trainer = _trainer(volume, augments=REFERENCE_AUGMENTS)
+    on_device = dataclasses.replace(trainer.pipeline, deform_on_device=True)
+    for seed in range(2):
+        cpu, handed = trainer.pipeline.request_sample(seed), on_device.request_sample(seed)
+        assert "raw" not in handed and handed["raw_source"].dtype == np.uint8
+        for key in ("gt", "mask", "target", "weight"):
+            np.testing.assert_array_equal(handed[key], cpu[key])
+        raw = deform_raw(
+            torch.from_numpy(handed["raw_source"][None]), torch.from_numpy(handed["raw_map"][None])
+        )
+        np.testing.assert_allclose(raw[0].numpy(), cpu["raw"], atol=1e-4)
+
+
+def test_deform_on_device_refuses_augments_it_cannot_run(volume):
+    trainer = _trainer(volume, augments=[*REFERENCE_AUGMENTS, {"type": "gamma"}])
+    pipeline = dataclasses.replace(trainer.pipeline, deform_on_device=True)
+    with pytest.raises(ConfigError, match="deform_on_device"):
+        pipeline.build()

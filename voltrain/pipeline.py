@@ -3,8 +3,13 @@
 Graph, per dataset and then shared::
 
     ZarrSource(raw, padded) + ZarrSource(gt, padded) + mask source  -> MergeProvider
-      -> Normalize(raw) -> MaskedRandomLocation -> augments, in config order
+      -> MaskedRandomLocation -> Normalize(raw) -> augments, in config order
     (one branch per dataset) -> WeightedChoice -> task target and weights -> MinMaskedReject
+
+With ``fuse_augments`` (the default), an elastic augment and the mirror/transpose,
+intensity and noise augments right after it run as one ``FusedAugment``: one resampling
+pass that also normalises raw (replacing ``Normalize`` when the elastic augment comes
+first). Each augment config still emits its own node; the fused node is built from them.
 
 A ``TrainingPipeline`` is plain picklable data (configs, paths and sampling maps). Each loader
 worker calls ``build()`` once and then ``request_sample()`` for every sample it produces.
@@ -22,14 +27,26 @@ from funlib.geometry import Coordinate, Roi
 
 from voltrain.augments.base import AugmentConfig
 from voltrain.data import DatasetConfig, TrainingVolume, open_volume, raw_roi_for_training
-from voltrain.errors import DataError, unwrap_voltrain_errors
+from voltrain.errors import ConfigError, DataError, unwrap_voltrain_errors
+from voltrain.nodes.chunk_cache import ChunkCache
+from voltrain.nodes.elastic_augment import ElasticAugment
+from voltrain.nodes.fused_augment import FusedAugment
+from voltrain.nodes.intensity_augment import IntensityAugment
 from voltrain.nodes.masked_random_location import MaskedRandomLocation
 from voltrain.nodes.min_masked_reject import MinMaskedReject
+from voltrain.nodes.mirror_transpose_augment import MirrorTransposeAugment
+from voltrain.nodes.noise_augment import NoiseAugment
 from voltrain.nodes.roi_mask_source import RoiMaskSource
 from voltrain.nodes.weighted_choice import WeightedChoice
 from voltrain.nodes.zarr_source import ZarrSource
+from voltrain.profiling import profiling_enabled, stage_ms
 from voltrain.sampling import SamplingMap, compute_sampling_map
 from voltrain.tasks.base import TaskConfig
+
+MIB = 2**20
+# Enough for the decoded chunks that a training region of ~300^3 voxels (uint8 raw, uint64
+# labels, uint8 mask) spans; bigger regions work too, with fewer cache hits.
+DEFAULT_CHUNK_CACHE_MB = 256.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,8 @@ class PipelineKeys:
     target: gp.ArrayKey = field(default_factory=lambda: gp.ArrayKey("TARGET"))
     weight: gp.ArrayKey = field(default_factory=lambda: gp.ArrayKey("WEIGHT"))
     location: gp.ArrayKey = field(default_factory=lambda: gp.ArrayKey("LOCATION"))
+    raw_source: gp.ArrayKey = field(default_factory=lambda: gp.ArrayKey("RAW_SOURCE"))
+    raw_map: gp.ArrayKey = field(default_factory=lambda: gp.ArrayKey("RAW_MAP"))
 
 
 def open_training_volumes(
@@ -76,6 +95,16 @@ class TrainingPipeline:
         sampling_maps: one per dataset, from ``compute_sampling_maps``.
         max_attempts: samples drawn per request before a ``SamplingError``.
         normalize_factor: raw is multiplied by it; None picks 1/255 for uint8 etc.
+        fuse_augments: run an elastic augment and the mirror/transpose, intensity and
+            noise augments that directly follow it as one ``FusedAugment``.
+        chunk_cache_mb: MiB of decoded zarr chunks each loader worker keeps; 0 decodes
+            every read afresh.
+        profile: add per-stage timings (``stage_ms``, see ``voltrain.profiling``) to each
+            sample; None follows the ``VOLTRAIN_PROFILE`` environment variable.
+        deform_on_device: leave raw's resampling to the training device: samples hold
+            ``raw_source`` and ``raw_map`` instead of ``raw``, which
+            ``voltrain.nodes.torch_deform.deform_raw`` turns into raw there. Needs the
+            augments to be one fusable run (elastic, then simple, intensity, noise).
     """
 
     datasets: list[DatasetConfig]
@@ -89,14 +118,20 @@ class TrainingPipeline:
     max_attempts: int = 100
     normalize_factor: float | None = None
     keys: PipelineKeys = field(default_factory=PipelineKeys)
+    fuse_augments: bool = True
+    chunk_cache_mb: float = DEFAULT_CHUNK_CACHE_MB
+    profile: bool | None = None
+    deform_on_device: bool = False
 
     def __post_init__(self):
         self._pipeline: gp.Pipeline | None = None
         self._voxel_size: Coordinate | None = None
+        self._chunk_cache: ChunkCache | None = None
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_pipeline"] = None
+        state["_chunk_cache"] = None
         return state
 
     def build(self) -> None:
@@ -105,6 +140,8 @@ class TrainingPipeline:
             return
         volumes = open_training_volumes(self.datasets, self.output_shape)
         self._voxel_size = volumes[0].voxel_size
+        if self.chunk_cache_mb > 0:
+            self._chunk_cache = ChunkCache(int(self.chunk_cache_mb * MIB))
         branches = tuple(self._dataset_branch(i, v) for i, v in enumerate(volumes))
         names = ", ".join(v.name for v in volumes)
         pipeline = branches + WeightedChoice([v.weight for v in volumes])
@@ -126,22 +163,30 @@ class TrainingPipeline:
         voxel_size = volume.voxel_size
         context = (self.input_shape - self.output_shape) * voxel_size / 2
         raw_roi = raw_roi_for_training(volume, context, self.clip_raw)
+        cache = self._chunk_cache
         sources = [
-            ZarrSource(keys.raw, volume.raw, valid_roi=raw_roi, interpolatable=True),
-            ZarrSource(keys.gt, volume.gt, interpolatable=False),
+            ZarrSource(keys.raw, volume.raw, raw_roi, interpolatable=True, chunk_cache=cache),
+            ZarrSource(keys.gt, volume.gt, interpolatable=False, chunk_cache=cache),
         ]
         if volume.mask is not None:
             mask_roi = volume.mask.roi.intersect(volume.gt.roi)
-            sources.append(ZarrSource(keys.mask, volume.mask, mask_roi, interpolatable=False))
+            sources.append(
+                ZarrSource(
+                    keys.mask, volume.mask, mask_roi, interpolatable=False, chunk_cache=cache
+                )
+            )
         else:
             sources.append(RoiMaskSource(keys.mask, volume.gt.roi, voxel_size))
         branch = tuple(sources) + gp.MergeProvider()
-        branch += gp.Normalize(keys.raw, factor=self.normalize_factor)
         branch += MaskedRandomLocation(
             keys.mask, self.sampling_maps[index], keys.location, dataset_index=index
         )
-        for augment in self.augments:
-            branch += augment.node(keys.raw, keys.gt, keys.mask)
+        device_keys = (keys.raw_source, keys.raw_map) if self.deform_on_device else None
+        nodes = augment_nodes(
+            self.augments, keys, self.fuse_augments, self.normalize_factor, device_keys
+        )
+        for node in nodes:
+            branch += node
         return branch
 
     def sample_request(self, seed: int) -> gp.BatchRequest:
@@ -155,6 +200,9 @@ class TrainingPipeline:
         for key in (self.keys.gt, self.keys.mask, self.keys.target, self.keys.weight):
             request[key] = gp.ArraySpec(roi=output_roi)
         request[self.keys.location] = gp.ArraySpec(nonspatial=True)
+        if self.deform_on_device:
+            request[self.keys.raw_source] = gp.ArraySpec(nonspatial=True)
+            request[self.keys.raw_map] = gp.ArraySpec(nonspatial=True)
         return request
 
     def request_sample(self, seed: int) -> dict[str, np.ndarray]:
@@ -163,13 +211,14 @@ class TrainingPipeline:
         start = time.perf_counter()
         with unwrap_voltrain_errors():
             batch = self._pipeline.request_batch(self.sample_request(seed))
+        seconds = time.perf_counter() - start
         keys = self.keys
         location = batch[keys.location].data
         output_roi = batch[keys.gt].spec.roi
         raw_roi = batch[keys.raw].spec.roi
         # World offsets of the arrays in the source volume (exact for unaugmented samples).
         shift = Coordinate(location[1:])
-        return {
+        sample = {
             "raw": batch[keys.raw].data[np.newaxis].astype(np.float32, copy=False),
             "gt": batch[keys.gt].data.astype(np.int64, copy=False),
             "mask": batch[keys.mask].data.astype(np.float32, copy=False),
@@ -179,13 +228,97 @@ class TrainingPipeline:
             "raw_offset": np.asarray(raw_roi.offset + shift, dtype=np.int64),
             "output_offset": np.asarray(output_roi.offset + shift, dtype=np.int64),
             "voxel_size": np.asarray(self._voxel_size, dtype=np.int64),
-            "sample_seconds": np.float64(time.perf_counter() - start),
+            "sample_seconds": np.float64(seconds),
         }
+        if self.deform_on_device:
+            del sample["raw"]
+            sample["raw_source"] = batch[keys.raw_source].data
+            sample["raw_map"] = batch[keys.raw_map].data
+        if self.profile or (self.profile is None and profiling_enabled()):
+            sample["stage_ms"] = stage_ms(batch, seconds)
+        return sample
 
     def teardown(self) -> None:
         if self._pipeline is not None:
             self._pipeline.internal_teardown()
             self._pipeline = None
+
+
+def augment_nodes(
+    augments: Sequence[AugmentConfig],
+    keys: PipelineKeys,
+    fuse: bool = True,
+    normalize_factor: float | None = None,
+    device_keys: tuple[gp.ArrayKey, gp.ArrayKey] | None = None,
+) -> list[gp.BatchFilter]:
+    """The nodes that normalise and augment raw, gt and mask, in config order.
+
+    Each config emits its node. With ``fuse``, every ElasticAugment and the
+    MirrorTransposeAugment, IntensityAugment and NoiseAugment directly after it (in that
+    order, each optional) become one ``FusedAugment``; the first one, when it leads,
+    normalises raw itself. Otherwise ``gp.Normalize`` comes first. ``device_keys``
+    (raw source and raw map) leave raw's resampling to the training device.
+    """
+    nodes = [augment.node(keys.raw, keys.gt, keys.mask) for augment in augments]
+    if device_keys is not None:
+        return [_device_fused(nodes, keys, fuse, normalize_factor, device_keys)]
+    out: list[gp.BatchFilter] = []
+    index = 0
+    while index < len(nodes):
+        node = nodes[index]
+        if fuse and type(node) is ElasticAugment and node.raw_key == keys.raw:
+            parts, index = _fusable_run(nodes, index + 1, node)
+            out.append(
+                FusedAugment(node, *parts, normalize=not out, normalize_factor=normalize_factor)
+            )
+            continue
+        if not out:
+            out.append(gp.Normalize(keys.raw, factor=normalize_factor))
+        out.append(node)
+        index += 1
+    if not out:
+        out.append(gp.Normalize(keys.raw, factor=normalize_factor))
+    return out
+
+
+def _device_fused(nodes, keys, fuse, normalize_factor, device_keys) -> FusedAugment:
+    parts, end = ([], 0)
+    if fuse and nodes and type(nodes[0]) is ElasticAugment:
+        parts, end = _fusable_run(nodes, 1, nodes[0])
+    if end == 0 or end != len(nodes):
+        raise ConfigError(
+            "trainer.deform_on_device needs trainer.augments to be an elastic augment, "
+            "optionally followed by simple, intensity and noise (in that order), and "
+            "fuse_augments on"
+        )
+    return FusedAugment(
+        nodes[0],
+        *parts,
+        normalize=True,
+        normalize_factor=normalize_factor,
+        raw_source_key=device_keys[0],
+        raw_map_key=device_keys[1],
+    )
+
+
+def _fusable_run(nodes: list, index: int, elastic: ElasticAugment) -> tuple[list, int]:
+    """The mirror, intensity and noise nodes (or None) fusable after ``elastic``."""
+    parts = []
+    for kind in (MirrorTransposeAugment, IntensityAugment, NoiseAugment):
+        node = nodes[index] if index < len(nodes) else None
+        if type(node) is kind and _acts_on(node, elastic):
+            parts.append(node)
+            index += 1
+        else:
+            parts.append(None)
+    return parts, index
+
+
+def _acts_on(node: gp.BatchFilter, elastic: ElasticAugment) -> bool:
+    """Whether ``node`` changes exactly the arrays the fused pass resamples."""
+    if isinstance(node, MirrorTransposeAugment):
+        return set(node.keys) == set(elastic.keys)
+    return node.raw_key == elastic.raw_key
 
 
 def compute_sampling_maps(

@@ -137,3 +137,18 @@ def test_source_box_holds_every_voxel_the_resampling_reads(seed, sigma, linear):
     mapped = transform.map_points(_voxel_centres(out_offset, out_shape))
     assert np.all(mapped.min(axis=0) - begin < 2.5 * VOXEL)
     assert np.all(end - mapped.max(axis=0) < 3.5 * VOXEL)
+
+
+@pytest.mark.parametrize(
+    "axes, signs", [((0, 1, 2), (-1, 1, 1)), ((2, 0, 1), (1, -1, -1)), ((1, 0, 2), (1, 1, 1))]
+)
+def test_precomposing_a_mirror_and_transposition_is_exact(axes, signs):
+    transform = _transform(4, (0.0, 8.0, 16.0), (20, 16, 12))
+    translation = np.array([40.0, 200.0, -24.0])
+    composed = transform.precomposed(axes, signs, translation)
+    # points inside the grid of ``transform``, and where the mirrored axes take them from
+    moved = np.random.default_rng(0).uniform([8, 16, 24], [150, 128, 100], size=(200, 3))
+    points = np.empty_like(moved)
+    for d, (a, sign) in enumerate(zip(axes, signs, strict=True)):
+        points[:, d] = sign * (moved[:, a] - translation[a])
+    np.testing.assert_allclose(composed.map_points(points), transform.map_points(moved), atol=1e-9)

@@ -12,6 +12,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import ConfigError
+from voltrain.nodes.augment_rng import augment_rng
 from voltrain.nodes.resample import (
     WorldTransform,
     axis_angle_rotation,
@@ -19,6 +20,9 @@ from voltrain.nodes.resample import (
     resample,
     source_box,
 )
+
+# this augment's random stream (see voltrain.nodes.augment_rng)
+RNG_STREAM = "elastic"
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class ElasticAugment(gp.BatchFilter):
         return ElasticParams(transform=transform, rotation_angle=angle)
 
     def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        rng = np.random.default_rng(request.random_seed)
+        rng = augment_rng(request.random_seed, RNG_STREAM)
         self._params = self.make_params(rng, request)
         dependencies = gp.BatchRequest()
         for key in self._requested_keys(request):

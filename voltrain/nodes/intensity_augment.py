@@ -9,6 +9,10 @@ import gunpowder as gp
 import numpy as np
 
 from voltrain.errors import ConfigError, DataError
+from voltrain.nodes.augment_rng import augment_rng
+
+# this augment's random stream (see voltrain.nodes.augment_rng)
+RNG_STREAM = "intensity"
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class IntensityAugment(gp.BatchFilter):
         return out
 
     def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        self._params = self.make_params(np.random.default_rng(request.random_seed))
+        self._params = self.make_params(augment_rng(request.random_seed, RNG_STREAM))
         deps = gp.BatchRequest()
         deps[self.raw_key] = request[self.raw_key].copy()
         return deps

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate
+from gunpowder.profiling import Timing
 
 from voltrain.sampling import SamplingMap
 
@@ -43,13 +44,32 @@ class MaskedRandomLocation(gp.BatchFilter):
     def setup(self):
         self.provides(self.location_key, gp.ArraySpec(nonspatial=True, dtype=np.int64))
 
+    def provide(self, request: gp.BatchRequest) -> gp.Batch:
+        # BatchFilter.provide would merge the shifted request into the original one (the
+        # union of both ROIs), making the sources read everything between the origin and
+        # the drawn location. Shifting is all this node does, so it sends only the shifted
+        # request upstream.
+        prepare_timing = Timing(self, "prepare")
+        prepare_timing.start()
+        upstream_request = self.prepare(request)
+        prepare_timing.stop()
+        batch = self.get_upstream_provider().request_batch(upstream_request)
+        process_timing = Timing(self, "process")
+        process_timing.start()
+        outputs = self.process(batch, request)
+        process_timing.stop()
+        outputs.profiling_stats = batch.profiling_stats
+        outputs.profiling_stats.add(prepare_timing)
+        outputs.profiling_stats.add(process_timing)
+        return outputs
+
     def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
         rng = np.random.default_rng(request.random_seed)
         voxel_size = self.spec[self.mask_key].voxel_size
         center = self.sampling_map.draw_center(rng, voxel_size)
         requested_center = request[self.mask_key].roi.center
         self._shift = ((center - requested_center) / voxel_size) * voxel_size
-        deps = gp.BatchRequest()
+        deps = gp.BatchRequest(random_seed=request.random_seed)
         for key, spec in request.items():
             if key == self.location_key:
                 continue

@@ -13,10 +13,11 @@ class MinMaskedReject(gp.BatchFilter):
     """Guarantee that the masked fraction of each sample's output region is >= min_masked.
 
     Placed last in the graph, after the augments and the target node, it judges the mask
-    exactly as the loss will see it: the augmented mask over the requested output ROI.
+    exactly as the loss will see it: the augmented mask over the requested output ROI. A
     sample that falls short is drawn again with a new seed derived from the request's seed
-    and the attempt number, so every attempt differs (gunpowder's ``Reject`` repeats a seeded request and loops forever) and
-    the result stays reproducible. After ``max_attempts`` a ``SamplingError`` says so.
+    and the attempt number, so every attempt differs (gunpowder's ``Reject`` repeats a
+    seeded request and loops forever) and the result stays reproducible. After
+    ``max_attempts`` a ``SamplingError`` says so.
 
     Args:
         mask_key: the mask array; its requested ROI is the output region.

@@ -11,6 +11,10 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import ConfigError
+from voltrain.nodes.augment_rng import augment_rng
+
+# this augment's random stream (see voltrain.nodes.augment_rng)
+RNG_STREAM = "simple"
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,8 @@ class MirrorTransposeAugment(gp.BatchFilter):
         if len(dims) != 1:
             raise ConfigError(f"MirrorTransposeAugment: {self._keys} differ in spatial dims")
         self._dims = dims.pop()
-        self._mirror_axes = _resolve_axes(self.mirror_axes, self._dims, "mirror_axes")
-        self._transpose_axes = _resolve_axes(self.transpose_axes, self._dims, "transpose_axes")
+        self._mirror_axes = resolve_axes(self.mirror_axes, self._dims, "mirror_axes")
+        self._transpose_axes = resolve_axes(self.transpose_axes, self._dims, "transpose_axes")
         self._check_voxel_sizes()
         no_mirror = self.mirror_probability == 0 or not self._mirror_axes
         if no_mirror and len(self._transpose_axes) < 2:
@@ -92,20 +96,13 @@ class MirrorTransposeAugment(gp.BatchFilter):
             self.updates(key, self.spec[key])
 
     def _check_voxel_sizes(self) -> None:
-        for key in self._keys:
-            voxel_size = self.spec[key].voxel_size
-            if len({voxel_size[a] for a in self._transpose_axes}) > 1:
-                raise ConfigError(
-                    f"transpose_axes {self._transpose_axes}: {key} has voxel size "
-                    f"{tuple(voxel_size)}, which differs between these axes, so transposing "
-                    "them would distort it; list only axes of equal voxel size "
-                    "(e.g. transpose_axes: [1, 2] for anisotropic z)"
-                )
+        voxel_sizes = {key: self.spec[key].voxel_size for key in self._keys}
+        check_transpose_voxel_sizes(voxel_sizes, self._transpose_axes)
 
     def make_params(self, rng: np.random.Generator, dims: int) -> MirrorTransposeParams:
         """Draw whether to apply, which axes to mirror and the axis permutation."""
-        mirror_axes = _resolve_axes(self.mirror_axes, dims, "mirror_axes")
-        transpose_axes = _resolve_axes(self.transpose_axes, dims, "transpose_axes")
+        mirror_axes = resolve_axes(self.mirror_axes, dims, "mirror_axes")
+        transpose_axes = resolve_axes(self.transpose_axes, dims, "transpose_axes")
         apply = bool(rng.random() < self.p)
         flips = rng.random(dims) < self.mirror_probability
         mirror = tuple(bool(flips[a]) and a in mirror_axes for a in range(dims))
@@ -124,31 +121,18 @@ class MirrorTransposeAugment(gp.BatchFilter):
         return np.ascontiguousarray(data.transpose(order))
 
     def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        params = self.make_params(np.random.default_rng(request.random_seed), self._dims)
+        params = self.make_params(augment_rng(request.random_seed, RNG_STREAM), self._dims)
         self._params = params
         keys = [key for key in self._keys if key in request]
-        twice_centre = self._twice_centre(request, keys)
         grid = self.spec.get_lcm_voxel_size(keys)
+        doubled_centre = twice_centre([request[key].roi for key in keys], grid)
         deps = gp.BatchRequest()
         for key in keys:
             spec = request[key].copy()
             if params.changes_data:
-                spec.roi = upstream_roi(spec.roi, params, twice_centre, grid)
+                spec.roi = upstream_roi(spec.roi, params, doubled_centre, grid)
             deps[key] = spec
         return deps
-
-    def _twice_centre(self, request: gp.BatchRequest, keys: list[gp.ArrayKey]) -> Coordinate:
-        """Twice the centre of the requested ROIs, on the grid of every voxel size.
-
-        Twice, so that a centre between two voxels stays an integer; on the grid, so that
-        mirrored ROIs start on a voxel of every array.
-        """
-        total = request[keys[0]].roi
-        for key in keys[1:]:
-            total = total.union(request[key].roi)
-        grid = self.spec.get_lcm_voxel_size(keys)
-        twice = total.begin + total.end
-        return twice - Coordinate(t % g for t, g in zip(twice, grid, strict=True))
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch | None:
         assert self._params is not None, "prepare() runs before process()"
@@ -163,6 +147,33 @@ class MirrorTransposeAugment(gp.BatchFilter):
             spec.roi = request[key].roi
             outputs[key] = gp.Array(self.apply_transform(array.data, self._params), spec)
         return outputs
+
+
+def twice_centre(rois: Sequence[Roi], grid: Coordinate) -> Coordinate:
+    """Twice the centre of ``rois`` together, on ``grid`` (the voxel sizes' common multiple).
+
+    Twice, so that a centre between two voxels stays an integer; on the grid, so that
+    mirrored ROIs start on a voxel of every array.
+    """
+    total = rois[0]
+    for roi in rois[1:]:
+        total = total.union(roi)
+    twice = total.begin + total.end
+    return twice - Coordinate(t % g for t, g in zip(twice, grid, strict=True))
+
+
+def check_transpose_voxel_sizes(
+    voxel_sizes: dict[gp.ArrayKey, Coordinate], transpose_axes: Sequence[int]
+) -> None:
+    """Raise ``ConfigError`` if an array's voxel size differs between ``transpose_axes``."""
+    for key, voxel_size in voxel_sizes.items():
+        if len({voxel_size[a] for a in transpose_axes}) > 1:
+            raise ConfigError(
+                f"transpose_axes {list(transpose_axes)}: {key} has voxel size "
+                f"{tuple(voxel_size)}, which differs between these axes, so transposing "
+                "them would distort it; list only axes of equal voxel size "
+                "(e.g. transpose_axes: [1, 2] for anisotropic z)"
+            )
 
 
 def upstream_roi(
@@ -197,7 +208,7 @@ def _distinct_axes(axes: Sequence[int] | None, name: str) -> list[int] | None:
     return axes
 
 
-def _resolve_axes(axes: list[int] | None, dims: int, name: str) -> list[int]:
+def resolve_axes(axes: list[int] | None, dims: int, name: str) -> list[int]:
     """``axes``, or all ``dims`` spatial axes for None, checked against ``dims``."""
     if axes is None:
         return list(range(dims))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -11,6 +10,11 @@ import gunpowder as gp
 import numpy as np
 
 from voltrain.errors import ConfigError, DataError
+from voltrain.nodes.augment_rng import augment_rng
+from voltrain.nodes.counter_rng import add_noise
+
+# this augment's random stream (see voltrain.nodes.augment_rng)
+RNG_STREAM = "noise"
 
 NoiseMode = Literal["gaussian", "poisson", "s&p"]
 NOISE_MODES: tuple[str, ...] = ("gaussian", "poisson", "s&p")
@@ -41,6 +45,9 @@ class NoiseAugment(gp.BatchFilter):
             exact Poisson sampling. Negative raw counts as 0 photons (no noise).
         ``"s&p"``: salt-and-pepper: a fraction ``amount`` of the voxels, chosen at random,
             is set to 0 (pepper) or 1 (salt) with equal probability.
+
+    The noise is drawn per voxel from a counter-based generator (``counter_rng``): about
+    2 ns a voxel, and the same values whether this node adds it or the fused augment does.
 
     Args:
         raw_key: the float raw array (values ~[0, 1]).
@@ -89,35 +96,15 @@ class NoiseAugment(gp.BatchFilter):
         return NoiseParams(apply=apply, noise_seed=noise_seed)
 
     def apply_transform(self, data: np.ndarray, params: NoiseParams) -> np.ndarray:
-        """Return a noisy copy of ``data`` in its dtype (``data`` itself is not changed)."""
-        rng = np.random.default_rng(params.noise_seed)
-        if self.mode == "s&p":
-            out = self._salt_and_pepper(data, rng)
-        else:
-            # one float buffer, filled and transformed in place: this is the hot path
-            out = rng.standard_normal(data.shape, dtype=data.dtype)
-            if self.mode == "gaussian":
-                out *= data.dtype.type(math.sqrt(self.var))
-            else:
-                sigma = np.maximum(data, 0.0)
-                sigma *= data.dtype.type(self.var)
-                np.sqrt(sigma, out=sigma)
-                out *= sigma
-            out += data
-        if self.clip:
-            np.clip(out, 0.0, 1.0, out=out)
-        return out
+        """Return a noisy copy of ``data`` in its dtype (``data`` itself is not changed).
 
-    def _salt_and_pepper(self, data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        draw = rng.random(data.shape, dtype=np.float32)
-        out = data.copy()
-        half = np.float32(self.amount / 2)
-        out[draw < half] = 0.0
-        out[(draw >= half) & (draw < np.float32(self.amount))] = 1.0
-        return out
+        Voxel ``n`` (C order) gets the noise ``counter_rng`` draws for ``(noise_seed, n)``,
+        the same the fused augment adds while it resamples.
+        """
+        return add_noise(data, params.noise_seed, self.mode, self.var, self.amount, self.clip)
 
     def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        self._params = self.make_params(np.random.default_rng(request.random_seed))
+        self._params = self.make_params(augment_rng(request.random_seed, RNG_STREAM))
         deps = gp.BatchRequest()
         deps[self.raw_key] = request[self.raw_key].copy()
         return deps

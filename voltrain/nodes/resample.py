@@ -2,26 +2,29 @@
 
 The transform maps output world coordinates to source world coordinates::
 
-    T(x) = centre + rotation @ (x - centre) + d(x)
+    T(x) = centre + rotation @ (x - centre) + shift + d(x)
 
 where ``d`` is interpolated (Catmull-Rom, so the field passes through the control points
 and has a continuous derivative) from displacements on a coarse control grid. The kernels
-evaluate ``d`` on the fly: once per output slice the control grid is collapsed along z and
-interpolated along x, and each output row then blends four of those rows, so no
-full-resolution coordinate field is ever built.
+(``voltrain.nodes.resample_kernels``) evaluate ``d`` on the fly, so no full-resolution
+coordinate field is ever built. Mirroring and transposing the output is one more linear
+map in front of ``T`` (``WorldTransform.precomposed``), so a whole spatial augmentation
+costs one resampling.
 
 This module knows nothing about gunpowder: arrays, offsets and voxel sizes are numpy
-values in world units. Kernels are single-threaded on purpose: each data-loader worker
-owns one core.
+values in world units.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+
+from voltrain.nodes.counter_rng import NOISE_MODE_CODES, NOISE_NONE, seed_key
+from voltrain.nodes.resample_kernels import position_bounds, resample_linear, resample_nearest
 
 
 def catmull_rom_taps(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,16 +53,18 @@ def catmull_rom_taps(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class WorldTransform:
-    """A rotation about ``centre`` plus a smooth displacement field, in world units.
+    """A linear map about ``centre``, a shift and a smooth displacement field, in world units.
 
     Args:
-        centre: ``(3,)`` world point the rotation turns about.
-        rotation: ``(3, 3)`` rotation matrix (applied to ``x - centre``).
+        centre: ``(3,)`` world point the linear map turns about.
+        rotation: ``(3, 3)`` matrix applied to ``x - centre``: a rotation, possibly
+            combined with a mirroring and an axis permutation.
         grid_origin: ``(3,)`` world position of control point ``[0, 0, 0]``.
         grid_spacing: ``(3,)`` world distance between control points.
         displacements: ``(gz, gy, gx, 3)`` displacement at each control point (world units).
             Output positions must lie at least one control point inside the grid and two
             before its far end (the interpolation reads four points per axis).
+        shift: ``(3,)`` world translation added to every point; None means zero.
     """
 
     centre: np.ndarray
@@ -67,6 +72,24 @@ class WorldTransform:
     grid_origin: np.ndarray
     grid_spacing: np.ndarray
     displacements: np.ndarray
+    shift: np.ndarray | None = None
+
+    @classmethod
+    def identity(cls, begin: np.ndarray, extent: np.ndarray) -> WorldTransform:
+        """``T(x) = x`` on the world box ``[begin, begin + extent)``."""
+        begin = np.asarray(begin, dtype=np.float64)
+        extent = np.maximum(np.asarray(extent, dtype=np.float64), 1.0)
+        return cls(
+            centre=begin + extent / 2.0,
+            rotation=np.eye(3),
+            grid_origin=begin - extent,
+            grid_spacing=extent,
+            displacements=np.zeros((5, 5, 5, 3)),
+        )
+
+    @property
+    def translation(self) -> np.ndarray:
+        return np.zeros(3) if self.shift is None else np.asarray(self.shift, dtype=np.float64)
 
     def grid_coords(self, positions: np.ndarray, axis: int) -> np.ndarray:
         """World positions along ``axis`` expressed in control-grid units."""
@@ -84,8 +107,82 @@ class WorldTransform:
                     weight = wz[:, qz] * wy[:, qy] * wx[:, qx]
                     values = self.displacements[fz + qz, fy + qy, fx + qx]
                     displacement += weight[:, None] * values
-        affine = self.centre + (points - self.centre) @ self.rotation.T
+        affine = self.centre + (points - self.centre) @ self.rotation.T + self.translation
         return affine + displacement
+
+    def precomposed(
+        self, axes: Sequence[int], signs: Sequence[int], translation: np.ndarray
+    ) -> WorldTransform:
+        """``y -> T(x)`` with ``x[axes[d]] = signs[d] * y[d] + translation[axes[d]]``.
+
+        That is ``T`` after a mirroring and transposition (``axes`` a permutation, ``signs``
+        +1 or -1). The control grid is permuted and flipped along with the axes; Catmull-Rom
+        interpolation is symmetric under reversal, so the field is the same, exactly.
+        """
+        translation = np.asarray(translation, dtype=np.float64)
+        linear = np.zeros((3, 3))
+        for d, (a, sign) in enumerate(zip(axes, signs, strict=True)):
+            linear[a, d] = sign
+        # the output point that maps onto the centre of T's linear part
+        centre = linear.T @ (self.centre - translation)
+        grid = np.transpose(self.displacements, (*axes, 3))
+        origin, spacing = np.empty(3), np.empty(3)
+        for d, (a, sign) in enumerate(zip(axes, signs, strict=True)):
+            spacing[d] = self.grid_spacing[a]
+            if sign > 0:
+                origin[d] = self.grid_origin[a] - translation[a]
+            else:
+                last = self.grid_origin[a] + (self.displacements.shape[a] - 1) * spacing[d]
+                origin[d] = translation[a] - last
+                grid = np.flip(grid, axis=d)
+        return WorldTransform(
+            centre=centre,
+            rotation=np.asarray(self.rotation, dtype=np.float64) @ linear,
+            grid_origin=origin,
+            grid_spacing=spacing,
+            displacements=np.ascontiguousarray(grid),
+            shift=self.translation + self.centre - centre,
+        )
+
+
+@dataclass(frozen=True)
+class VoxelOps:
+    """Per-voxel operations on linearly resampled values, applied in this order.
+
+    ``value * factor`` (normalisation); ``value * scale + shift``, clipped to [0, 1] if
+    ``clip_intensity``; noise of ``noise_mode`` (``"gaussian"``, ``"poisson"``, ``"s&p"``
+    or None) from ``noise_seed`` with ``noise_var`` and ``noise_amount`` as
+    ``NoiseAugment`` reads them, clipped to [0, 1] if ``clip_noise``. Voxel ``n`` (C order)
+    of the output draws the noise of index ``first_index + n``. The default does nothing.
+    """
+
+    factor: float = 1.0
+    scale: float = 1.0
+    shift: float = 0.0
+    clip_intensity: bool = False
+    noise_mode: str | None = None
+    noise_seed: int = 0
+    noise_var: float = 0.0
+    noise_amount: float = 0.0
+    clip_noise: bool = False
+    first_index: int = 0
+
+    def kernel_args(self) -> tuple:
+        """The tuple ``resample_kernels.resample_linear`` takes as ``ops``."""
+        mode = NOISE_NONE if self.noise_mode is None else NOISE_MODE_CODES[self.noise_mode]
+        noise_param = math.sqrt(self.noise_var) if self.noise_mode == "gaussian" else self.noise_var
+        return (
+            np.float32(self.factor),
+            np.float32(self.scale),
+            np.float32(self.shift),
+            bool(self.clip_intensity),
+            np.int64(mode),
+            seed_key(self.noise_seed),
+            float(noise_param),
+            float(self.noise_amount),
+            bool(self.clip_noise),
+            np.int64(self.first_index),
+        )
 
 
 def plane_rotation(axis_a: int, axis_b: int, angle: float) -> np.ndarray:
@@ -116,19 +213,24 @@ def resample(
     out_shape: tuple[int, int, int],
     transform: WorldTransform,
     linear: bool,
+    ops: VoxelOps | None = None,
 ) -> np.ndarray:
     """Sample ``source`` at ``T(x)`` for the centre ``x`` of every output voxel.
 
-    ``linear`` selects trilinear interpolation (output float32) or nearest neighbour
-    (output keeps ``source.dtype``, so label ids are never blended). Samples outside
-    ``source`` read zeros there.
+    ``linear`` selects trilinear interpolation (output float32, then ``ops`` on each
+    voxel) or nearest neighbour (output keeps ``source.dtype``, so label ids are never
+    blended). Samples outside ``source`` read zeros there.
     """
-    index_map = _source_index_map(
+    index_map = source_index_map(
         transform, source_offset, source_voxel_size, out_offset, out_voxel_size, out_shape
     )
-    out = np.empty(out_shape, dtype=np.float32 if linear else source.dtype)
-    kernel = _resample_linear if linear else _resample_nearest
-    kernel(source, out, *index_map)
+    source = np.ascontiguousarray(source)
+    if linear:
+        out = np.empty(out_shape, dtype=np.float32)
+        resample_linear(source, out, *index_map, (ops or VoxelOps()).kernel_args())
+    else:
+        out = np.empty(out_shape, dtype=source.dtype)
+        resample_nearest(source, out, *index_map)
     return out
 
 
@@ -147,7 +249,7 @@ def source_box(
     """
     source_voxel_size = np.asarray(source_voxel_size, dtype=np.float64)
     out_voxel_size = np.asarray(out_voxel_size, dtype=np.float64)
-    index_map = _source_index_map(
+    index_map = source_index_map(
         transform, np.zeros(3), source_voxel_size, out_offset, out_voxel_size, out_shape
     )
     every = [np.arange(n) for n in out_shape]
@@ -165,14 +267,14 @@ def source_box(
         # only the control rows that the output rows js blend
         fy = index_map[5]
         rows = np.unique(fy[js][:, None] + np.arange(4)[None, :])
-        _position_bounds(*index_map, ks, js, is_, rows, lo, hi)
+        position_bounds(*index_map, ks, js, is_, rows, lo, hi)
     # trilinear reads voxels floor(f) and floor(f) + 1, nearest one of them
     begin = (np.floor(lo) - 1) * source_voxel_size
     end = (np.floor(hi) + 3) * source_voxel_size
     return begin, end
 
 
-def _source_index_map(
+def source_index_map(
     transform, source_offset, source_voxel_size, out_offset, out_voxel_size, out_shape
 ):
     """Kernel arguments mapping output voxel indices to continuous source voxel indices.
@@ -189,7 +291,7 @@ def _source_index_map(
 
     matrix = rotation * out_voxel_size[None, :] / source_voxel_size[:, None]
     first_centre = out_offset + 0.5 * out_voxel_size
-    mapped = centre + rotation @ (first_centre - centre)
+    mapped = centre + rotation @ (first_centre - centre) + transform.translation
     offset = (mapped - source_offset) / source_voxel_size - 0.5
     displacement = np.ascontiguousarray(transform.displacements / source_voxel_size)
 
@@ -201,178 +303,3 @@ def _source_index_map(
             raise ValueError(f"output axis {axis} is not covered by the control grid")
         taps += [first, weights]
     return (matrix, offset, displacement, *taps)
-
-
-@njit(cache=True)
-def _slice_displacement(displacement, k, fz, wz, fx, wx, rows, columns, plane, plane_x):
-    """Displacement on output slice ``k`` at control rows ``rows`` and output x ``columns``.
-
-    Fills ``plane_x[y, 3, i]``: collapsing z first and interpolating along x once per
-    slice leaves each output row a contiguous 4-tap blend of ``plane_x`` rows.
-    """
-    start = fz[k]
-    for y in rows:
-        for x in range(displacement.shape[2]):
-            for a in range(3):
-                plane[y, x, a] = (
-                    wz[k, 0] * displacement[start, y, x, a]
-                    + wz[k, 1] * displacement[start + 1, y, x, a]
-                    + wz[k, 2] * displacement[start + 2, y, x, a]
-                    + wz[k, 3] * displacement[start + 3, y, x, a]
-                )
-        for a in range(3):
-            for i in columns:
-                c = fx[i]
-                plane_x[y, a, i] = (
-                    wx[i, 0] * plane[y, c, a]
-                    + wx[i, 1] * plane[y, c + 1, a]
-                    + wx[i, 2] * plane[y, c + 2, a]
-                    + wx[i, 3] * plane[y, c + 3, a]
-                )
-
-
-@njit(cache=True)
-def _resample_linear(source, out, matrix, offset, displacement, fz, wz, fy, wy, fx, wx):
-    # the loop is repeated in _resample_nearest: one driver with a flag would compile the
-    # unused sampler for every dtype too
-    _, gy, gx, _ = displacement.shape
-    nz, ny, nx = out.shape
-    plane = np.empty((gy, gx, 3))
-    plane_x = np.empty((gy, 3, nx))
-    positions = np.empty((3, nx))
-    rows, columns = np.arange(gy), np.arange(nx)
-    for k in range(nz):
-        _slice_displacement(displacement, k, fz, wz, fx, wx, rows, columns, plane, plane_x)
-        for j in range(ny):
-            _row_positions(matrix, offset, plane_x, fy, wy, k, j, positions)
-            _trilinear_row(source, positions, out[k, j])
-
-
-@njit(cache=True)
-def _resample_nearest(source, out, matrix, offset, displacement, fz, wz, fy, wy, fx, wx):
-    _, gy, gx, _ = displacement.shape
-    nz, ny, nx = out.shape
-    plane = np.empty((gy, gx, 3))
-    plane_x = np.empty((gy, 3, nx))
-    positions = np.empty((3, nx))
-    rows, columns = np.arange(gy), np.arange(nx)
-    for k in range(nz):
-        _slice_displacement(displacement, k, fz, wz, fx, wx, rows, columns, plane, plane_x)
-        for j in range(ny):
-            _row_positions(matrix, offset, plane_x, fy, wy, k, j, positions)
-            _nearest_row(source, positions, out[k, j])
-
-
-@njit(cache=True)
-def _row_positions(matrix, offset, plane_x, fy, wy, k, j, positions):
-    """Continuous source voxel indices of output row ``(k, j)``: affine plus displacement."""
-    s = fy[j]
-    w0, w1, w2, w3 = wy[j, 0], wy[j, 1], wy[j, 2], wy[j, 3]
-    for a in range(3):
-        base = offset[a] + matrix[a, 0] * k + matrix[a, 1] * j
-        step = matrix[a, 2]
-        for i in range(positions.shape[1]):
-            positions[a, i] = (
-                base
-                + step * i
-                + w0 * plane_x[s, a, i]
-                + w1 * plane_x[s + 1, a, i]
-                + w2 * plane_x[s + 2, a, i]
-                + w3 * plane_x[s + 3, a, i]
-            )
-
-
-@njit(cache=True)
-def _position_bounds(
-    matrix, offset, displacement, fz, wz, fy, wy, fx, wx, ks, js, is_, rows, lo, hi
-):
-    """Grow ``lo``/``hi`` to the source positions of output voxels ``ks x js x is_``.
-
-    ``rows`` are the control rows the output rows ``js`` read.
-    """
-    _, gy, gx, _ = displacement.shape
-    plane = np.empty((gy, gx, 3))
-    plane_x = np.empty((gy, 3, wx.shape[0]))
-    for k in ks:
-        _slice_displacement(displacement, k, fz, wz, fx, wx, rows, is_, plane, plane_x)
-        for j in js:
-            s = fy[j]
-            for a in range(3):
-                base = offset[a] + matrix[a, 0] * k + matrix[a, 1] * j
-                for i in is_:
-                    position = (
-                        base
-                        + matrix[a, 2] * i
-                        + wy[j, 0] * plane_x[s, a, i]
-                        + wy[j, 1] * plane_x[s + 1, a, i]
-                        + wy[j, 2] * plane_x[s + 2, a, i]
-                        + wy[j, 3] * plane_x[s + 3, a, i]
-                    )
-                    lo[a] = min(lo[a], position)
-                    hi[a] = max(hi[a], position)
-
-
-@njit(cache=True)
-def _nearest_row(source, positions, out_row):
-    sz, sy, sx = source.shape
-    for i in range(out_row.shape[0]):
-        z = int(math.floor(positions[0, i] + 0.5))
-        y = int(math.floor(positions[1, i] + 0.5))
-        x = int(math.floor(positions[2, i] + 0.5))
-        if 0 <= z < sz and 0 <= y < sy and 0 <= x < sx:
-            out_row[i] = source[z, y, x]
-        else:
-            out_row[i] = 0
-
-
-@njit(cache=True)
-def _trilinear_row(source, positions, out_row):
-    sz, sy, sx = source.shape
-    for i in range(out_row.shape[0]):
-        pz = positions[0, i]
-        py = positions[1, i]
-        px = positions[2, i]
-        z0 = int(math.floor(pz))
-        y0 = int(math.floor(py))
-        x0 = int(math.floor(px))
-        if 0 <= z0 and z0 + 1 < sz and 0 <= y0 and y0 + 1 < sy and 0 <= x0 and x0 + 1 < sx:
-            tz = np.float32(pz - z0)
-            ty = np.float32(py - y0)
-            tx = np.float32(px - x0)
-            uz = np.float32(1.0) - tz
-            uy = np.float32(1.0) - ty
-            ux = np.float32(1.0) - tx
-            c00 = source[z0, y0, x0] * ux + source[z0, y0, x0 + 1] * tx
-            c01 = source[z0, y0 + 1, x0] * ux + source[z0, y0 + 1, x0 + 1] * tx
-            c10 = source[z0 + 1, y0, x0] * ux + source[z0 + 1, y0, x0 + 1] * tx
-            c11 = source[z0 + 1, y0 + 1, x0] * ux + source[z0 + 1, y0 + 1, x0 + 1] * tx
-            out_row[i] = (c00 * uy + c01 * ty) * uz + (c10 * uy + c11 * ty) * tz
-        else:
-            out_row[i] = _trilinear_clipped(source, pz, py, px)
-
-
-@njit(cache=True)
-def _trilinear_clipped(source, pz, py, px):
-    """Trilinear sample near or past the border: taps outside the source read as zero."""
-    sz, sy, sx = source.shape
-    z0 = int(math.floor(pz))
-    y0 = int(math.floor(py))
-    x0 = int(math.floor(px))
-    value = 0.0
-    for dz in range(2):
-        wz = pz - z0 if dz else 1.0 - (pz - z0)
-        z = z0 + dz
-        if z < 0 or z >= sz or wz == 0.0:
-            continue
-        for dy in range(2):
-            wy = py - y0 if dy else 1.0 - (py - y0)
-            y = y0 + dy
-            if y < 0 or y >= sy or wy == 0.0:
-                continue
-            for dx in range(2):
-                wx = px - x0 if dx else 1.0 - (px - x0)
-                x = x0 + dx
-                if x < 0 or x >= sx or wx == 0.0:
-                    continue
-                value += wz * wy * wx * source[z, y, x]
-    return value

@@ -6,6 +6,9 @@ import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
+from gunpowder.profiling import Timing
+
+from voltrain.nodes.chunk_cache import ChunkCache
 
 
 class ZarrSource(gp.BatchProvider):
@@ -14,7 +17,9 @@ class ZarrSource(gp.BatchProvider):
     Reads go straight to the zarr array (not through dask), so loader processes never start
     dask's thread pool and each request reads exactly the voxels it needs, once. Requests may
     reach outside the array's valid ROI: those voxels get ``pad_value``. This replaces a
-    separate ``Pad`` node and its extra copy.
+    separate ``Pad`` node and its extra copy. With a ``chunk_cache``, decoded chunks are
+    kept for later requests. The read time is recorded in the batch's profiling stats
+    (gunpowder times filters, not sources).
 
     Args:
         key: the ArrayKey to provide.
@@ -22,6 +27,8 @@ class ZarrSource(gp.BatchProvider):
         valid_roi: the world ROI that holds data; defaults to the array's ROI. Must lie in it.
         pad_value: value for voxels outside ``valid_roi``.
         interpolatable: whether the array may be interpolated (raw) or not (labels, masks).
+        chunk_cache: a cache of decoded chunks (shared by the sources of a loader worker),
+            or None to decode every read afresh.
     """
 
     def __init__(
@@ -31,6 +38,7 @@ class ZarrSource(gp.BatchProvider):
         valid_roi: Roi | None = None,
         pad_value: int | float = 0,
         interpolatable: bool | None = None,
+        chunk_cache: ChunkCache | None = None,
     ):
         self.key = key
         self.array = array
@@ -41,6 +49,7 @@ class ZarrSource(gp.BatchProvider):
         if interpolatable is None:
             interpolatable = np.issubdtype(array.dtype, np.floating) or array.dtype == np.uint8
         self.interpolatable = interpolatable
+        self.chunk_cache = chunk_cache
 
     def setup(self):
         dims = self.array.voxel_size.dims
@@ -53,16 +62,23 @@ class ZarrSource(gp.BatchProvider):
         self.provides(self.key, spec)
 
     def provide(self, request: gp.BatchRequest) -> gp.Batch:
+        timing = Timing(self, "provide")
+        timing.start()
         roi = request[self.key].roi
         voxel_size = self.array.voxel_size
         if not roi.snap_to_grid(voxel_size) == roi:
             raise ValueError(f"{self.key}: requested ROI {roi} is not aligned to {voxel_size}")
-        data = np.full(roi.shape / voxel_size, self.pad_value, dtype=self.array.dtype)
         inside = roi.intersect(self.valid_roi)
+        shape = roi.shape / voxel_size
+        if inside == roi:
+            data = np.empty(shape, dtype=self.array.dtype)
+        else:
+            data = np.full(shape, self.pad_value, dtype=self.array.dtype)
         if not inside.empty:
-            target = _voxel_slices(inside, roi.offset, voxel_size)
-            source = _voxel_slices(inside, self.array.roi.offset, voxel_size)
-            data[target] = self.array._source_data[source]
+            self._read(
+                _voxel_slices(inside, self.array.roi.offset, voxel_size),
+                data[_voxel_slices(inside, roi.offset, voxel_size)],
+            )
         spec = gp.ArraySpec(
             roi=roi,
             voxel_size=voxel_size,
@@ -71,7 +87,16 @@ class ZarrSource(gp.BatchProvider):
         )
         batch = gp.Batch()
         batch[self.key] = gp.Array(data, spec)
+        timing.stop()
+        batch.profiling_stats.add(timing)
         return batch
+
+    def _read(self, source: tuple[slice, ...], out: np.ndarray) -> None:
+        stored = self.array._source_data
+        if self.chunk_cache is not None and hasattr(stored, "chunks"):
+            self.chunk_cache.read(id(self), stored, source, out)
+        else:
+            out[...] = stored[source]
 
 
 def _voxel_slices(roi: Roi, origin: Coordinate, voxel_size: Coordinate) -> tuple[slice, ...]:
