@@ -3,9 +3,6 @@ and bad combinations named as config errors."""
 
 from __future__ import annotations
 
-import math
-from contextlib import nullcontext
-
 import pytest
 import torch
 from conftest import experiment_dict
@@ -131,7 +128,9 @@ BAD = {
         {"early_stopping": {"patience": 2}, "validation_interval": 0},
         r"trainer.early_stopping needs trainer.validation_interval",
     ),
-    "both old and new name": ({"iterations": 5, "max_steps": 5}, r"trainer.max_steps only"),
+    # Never released, so the old names are not carried: they are unknown keys.
+    "old name iterations": ({"iterations": 5}, r"trainer.iterations: unknown key"),
+    "old name max_norm": ({"max_norm": 0.5}, r"trainer.max_norm: unknown key"),
 }
 
 
@@ -139,17 +138,4 @@ BAD = {
 def test_bad_combinations_are_config_errors_naming_the_key(volume, case):
     trainer, expected = BAD[case]
     with pytest.raises(ConfigError, match=expected):
-        with pytest.warns(DeprecationWarning) if "iterations" in trainer else nullcontext():
-            _config(volume, **trainer)
-
-
-def test_old_key_names_still_read(volume):
-    with pytest.warns(DeprecationWarning) as warned:
-        config = _config(volume, iterations=7, max_norm=0.5).trainer
-    messages = sorted(str(w.message) for w in warned)
-    assert messages == [
-        "trainer.iterations is deprecated; use trainer.max_steps",
-        "trainer.max_norm is deprecated; use trainer.clipping.max_norm",
-    ]
-    assert config.max_steps == 7 and config.clipping.max_norm == 0.5
-    assert math.isclose(config.clipping.norm_type, 2.0)
+        _config(volume, **trainer)

@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from voltrain.callbacks import Callback
 from voltrain.cli import main
 from voltrain.errors import CheckpointError, ConfigError, NanLossError
-from voltrain.experiment import parse_config
+from voltrain.experiment import load_config, parse_config
+from voltrain.predict.plan import training_voxel_size
 from voltrain.run import TrainingRun, train
 from voltrain.trainers.checkpoint import list_checkpoints
 
@@ -200,3 +201,26 @@ def test_cli_exits_1_on_a_non_finite_step(volume, write_config, tmp_path, capsys
     assert main(["train", str(write_config(raw)), "--out", str(out), "--no-progress"]) == 1
     assert "not finite at iteration 1" in capsys.readouterr().err
     assert _iterations(out) == []
+
+
+def test_relative_weights_from_is_resolved_against_the_config_directory(
+    volume, write_config, tmp_path, monkeypatch
+):
+    _train(volume, tmp_path / "source", max_steps=1)
+    config_path = write_config(_raw(volume, weights_from="source"))
+    monkeypatch.chdir(tmp_path / "source")  # not where the config is
+    config = load_config(config_path)
+    assert config.trainer.weights_from == str(tmp_path / "source")
+    TrainingRun(config, tmp_path / "run", "cpu").prepare(resume=False)
+    assert (tmp_path / "run" / "weights_from.json").exists()
+
+
+def test_predict_reads_the_training_voxel_size_from_the_checkpoint_once_the_data_is_gone(
+    volume, tmp_path
+):
+    result = _train(volume, tmp_path / "run", max_steps=1)
+    state = torch.load(result.checkpoint, weights_only=True)
+    raw = _raw(volume)
+    raw["data"]["train"][0]["gt"] = str(tmp_path / "gone.zarr" / "labels")
+    voxel_size, source = training_voxel_size(parse_config(raw), state, str(result.checkpoint))
+    assert tuple(voxel_size) == (8, 8, 8) and source.startswith("checkpoint")

@@ -66,7 +66,8 @@ def _train(args: argparse.Namespace) -> None:
         resume=args.resume,
         progress=not args.no_progress,
     )
-    _report(result)
+    if result.is_main:  # under torchrun, rank 0 speaks for the run
+        _report(result)
 
 
 def _demo(args: argparse.Namespace) -> None:

@@ -52,7 +52,8 @@ class ExperimentConfig(StrictModel):
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read, validate and check an experiment YAML; data paths become absolute.
 
-    Relative data paths are resolved against the directory of the config file.
+    Relative data paths and a relative ``trainer.weights_from`` are resolved against the
+    directory of the config file.
     """
     path = Path(path)
     if not path.is_file():
@@ -67,8 +68,13 @@ def load_config(path: str | Path) -> ExperimentConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with data, model, task and trainer")
     config = parse_config(raw, source=str(path))
-    data = config.data.resolved(path.parent.resolve())
-    return config.model_copy(update={"data": data})
+    base_dir = path.parent.resolve()
+    update: dict[str, Any] = {"data": config.data.resolved(base_dir)}
+    weights_from = config.trainer.weights_from
+    if weights_from and not Path(weights_from).is_absolute():
+        resolved = str((base_dir / weights_from).resolve())
+        update["trainer"] = config.trainer.model_copy(update={"weights_from": resolved})
+    return config.model_copy(update=update)
 
 
 def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:

@@ -6,13 +6,19 @@ Run directory::
     metrics.jsonl        one JSON row per logged iteration (and per validation)
     tensorboard/         TensorBoard event files: the same scalars, snapshot slices
     checkpoints/         iteration_XXXXXXXX.pt: everything needed to resume exactly;
-                         best.pt: the checkpoint of the lowest validation loss
+                         best.pt: the checkpoint of the best validation metric
     snapshots.zarr/      <iteration>/<array>: raw, gt, mask, target, weight, prediction,
                          gradient of the first sample
     weights_from.json    which tensors trainer.weights_from supplied (if set)
 
 Everything that can fail on user input (config, data, min_masked, a checkpoint that does
 not fit) is checked before the run directory is created or touched.
+
+Under torchrun (``voltrain.distributed``) every rank builds the same run, loads the same
+checkpoint and trains on its own batches; only rank 0 writes into the run directory.
+Checkpoints are collective: the ranks first compare their parameter checksums (written into
+the checkpoint as ``parameter_checksums``) and stop with ``ReplicaDivergenceError`` if they
+differ.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from voltrain.callbacks import BestCheckpoint, Callback, PeriodicCheckpoint
+from voltrain import distributed
+from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
 from voltrain.models.unet import build_model
@@ -35,8 +42,8 @@ from voltrain.trainers.checkpoint import (
     BEST_NAME,
     atomic_save,
     capture_rng_state,
+    checkpoint_path,
     latest_checkpoint,
-    list_checkpoints,
     load_checkpoint,
     load_matching_weights,
     load_model_state,
@@ -44,30 +51,10 @@ from voltrain.trainers.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from voltrain.trainers.checkpoint_callbacks import BestValidation, CheckpointSchedule
+from voltrain.trainers.resume import check_resumable
 
 logger = logging.getLogger(__name__)
-
-# Config keys that may differ between a checkpoint and the run resuming it: they change
-# how long, how verbosely or how fast a run trains, not what it computes.
-RESUMABLE_CHANGES = (
-    "data.validate",
-    "trainer.name",
-    "trainer.steps",
-    "trainer.max_steps",
-    "trainer.log_every",
-    "trainer.snapshot_interval",
-    "trainer.checkpoint_interval",
-    "trainer.checkpoint_seconds",
-    "trainer.keep_checkpoint_max",
-    "trainer.num_data_fetchers",
-    "trainer.data_timeout",
-    "trainer.fail_on_nan_loss",
-    "trainer.weights_from",
-    "trainer.validation_interval",
-    "trainer.validation_samples",
-    "trainer.early_stopping",
-    "trainer.time_limit",
-)
 
 
 @dataclass
@@ -81,6 +68,7 @@ class RunResult:
     snapshots: Path
     best_checkpoint: Path | None = None
     stopped_early: bool = False
+    is_main: bool = True
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,21 +84,12 @@ def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(config.to_yaml().encode()).hexdigest()[:16]
 
 
-def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config mappings."""
-    changed = []
-    for key in sorted(set(old) | set(new), key=str):
-        path = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            changed += changed_keys(a, b, path + ".")
-        elif a != b:
-            changed.append(path)
-    return changed
-
-
 class TrainingRun:
     """Builds model, task and trainer from a config and trains them in ``out_dir``.
+
+    Under torchrun, constructing it joins the process group (see
+    ``voltrain.distributed.init_from_environment``); on CUDA each rank then uses
+    ``cuda:LOCAL_RANK``.
 
     Args:
         config: the experiment.
@@ -129,7 +108,8 @@ class TrainingRun:
     ):
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = resolve_device(device)
+        self.device = distributed.init_from_environment(resolve_device(device))
+        self.is_main = distributed.is_main()
         torch.manual_seed(config.trainer.seed)
         self.task = config.task.build()
         self.model = build_model(config.model, 1, self.task.num_channels).to(self.device)
@@ -139,6 +119,7 @@ class TrainingRun:
         self.optimizer = self.trainer.create_optimizer(self.model)
         self.until: int | None = None
         self.metrics_logger = MetricsLogger(self.out_dir)
+        self.checkpointed_iteration: int | None = None
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -159,7 +140,10 @@ class TrainingRun:
     def prepare(self, resume: bool, until: int | None = None) -> None:
         """Check config, data and checkpoint, then create the run directory or restore the
         latest checkpoint. ``until`` overrides the iteration to train up to."""
-        existing = latest_checkpoint(self.checkpoint_dir)
+        # Rank 0 picks the checkpoint, so every rank restores the same one.
+        existing = distributed.broadcast_object(
+            latest_checkpoint(self.checkpoint_dir) if self.is_main else None
+        )
         if existing is not None and not resume:
             raise ConfigError(
                 f"--out {self.out_dir}: already holds checkpoints; pass --resume to continue "
@@ -174,15 +158,18 @@ class TrainingRun:
         self._prepare_validation()
         start = int(state["iteration"]) if state is not None else 0
         self.set_until(until if until is not None else self._target(start))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.yaml").write_text(self.config.to_yaml())
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(self.config.to_yaml())
         if state is not None:
             self.restore(existing, state)
         else:
-            self.metrics_path.unlink(missing_ok=True)
+            if self.is_main:
+                self.metrics_path.unlink(missing_ok=True)
             if self.config.trainer.weights_from:
                 self._load_initial_weights(self.config.trainer.weights_from)
         self._attach_run_callbacks()
+        distributed.barrier()
 
     def _target(self, start: int) -> int:
         return self.config.trainer.target_iteration(start)
@@ -197,21 +184,8 @@ class TrainingRun:
         self.trainer.lr_schedule = None
 
     def _check_resumable(self, state: dict, path: Path) -> None:
-        saved = state.get("config")
-        if saved is None:
-            return
         current = self.config.model_dump(mode="json", by_alias=True)
-        changed = [
-            key
-            for key in changed_keys(saved, current)
-            if not any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
-        ]
-        if changed:
-            raise ConfigError(
-                f"--resume: the config differs from checkpoint '{path}' at "
-                f"{', '.join(changed)}; resuming would not continue the same training. "
-                f"Restore those keys, or start a new run with trainer.weights_from: {path}"
-            )
+        check_resumable(state, path, current, distributed.world_size())
 
     def _prepare_validation(self) -> None:
         datasets = self.config.data.validate_
@@ -224,21 +198,40 @@ class TrainingRun:
         if not hasattr(self.trainer, "build_validation_provider"):
             logger.warning("trainer type '%s' does not validate", trainer_config.type)
             return
+        self._check_validation_metric()
         self.trainer.build_validation_provider(datasets, self.model, self.config.task, self.device)
+
+    def _check_validation_metric(self) -> None:
+        validation = self.config.trainer.validation
+        # The task's metric names: ask it for its metrics of one voxel.
+        one = torch.zeros(1, self.task.num_channels, 1, 1, 1)
+        names = ["loss", *self.task.metric(one, one, torch.ones_like(one))]
+        if validation.metric_key.removeprefix("validation_") not in names:
+            raise ConfigError(
+                f"trainer.validation.metric: '{validation.metric}' is not a validation result "
+                f"of task '{self.config.task.type}'; choose one of {', '.join(names)}"
+            )
 
     def _load_initial_weights(self, source: str) -> None:
         report = load_matching_weights(self.model, source)
-        report.write(self.out_dir / "weights_from.json")
+        if self.is_main:
+            report.write(self.out_dir / "weights_from.json")
         incomplete = report.missing or report.mismatched
         (logger.warning if incomplete else logger.info)("%s", report.summary())
 
     def _attach_run_callbacks(self) -> None:
         config = self.config.trainer
-        self.trainer.add_callback(self.metrics_logger)
+        if self.is_main:
+            self.trainer.add_callback(self.metrics_logger)
         if self.trainer.validator is not None:
-            self.trainer.add_callback(BestCheckpoint(self.save_best_checkpoint))
+            validation = config.validation
+            self.trainer.add_callback(
+                BestValidation(
+                    self.save_best_checkpoint, validation.metric_key, validation.best_mode
+                )
+            )
         self.trainer.add_callback(
-            PeriodicCheckpoint(
+            CheckpointSchedule(
                 self.save_checkpoint, config.checkpoint_interval, config.checkpoint_seconds
             )
         )
@@ -254,11 +247,15 @@ class TrainingRun:
             restore_rng_state(state["rng"])
         elif "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
-        truncate_metrics(self.metrics_path, self.trainer.iteration)
+        self.checkpointed_iteration = self.trainer.iteration
+        if self.is_main:
+            truncate_metrics(self.metrics_path, self.trainer.iteration)
         logger.info("resumed from %s at iteration %d", path, self.trainer.iteration)
 
     def checkpoint_state(self) -> dict:
-        """Everything needed to resume exactly."""
+        """Everything needed to resume exactly, and the training data's voxel size (for
+        ``voltrain predict`` once the data is gone)."""
+        voxel_size = getattr(self.trainer, "voxel_size", None)
         return {
             "format": 2,
             "model": self.model.state_dict(),
@@ -268,26 +265,46 @@ class TrainingRun:
             "rng": capture_rng_state(),
             "config": self.config.model_dump(mode="json", by_alias=True),
             "config_hash": config_hash(self.config),
+            "world_size": distributed.world_size(),
+            "voxel_size": None if voxel_size is None else [int(v) for v in voxel_size],
         }
 
+    def _verified_state(self) -> dict:
+        """The checkpoint state, after checking that no non-finite step went unreported
+        (``NanLossError`` when the config fails on them) and that every rank holds the
+        same weights (``ReplicaDivergenceError``). Collective under torchrun."""
+        self.trainer.check_finite()
+        checksums = distributed.verify_replicas(self.model, self.trainer.iteration)
+        if not self.is_main:
+            return {}
+        return self.checkpoint_state() | {"parameter_checksums": checksums}
+
     def save_checkpoint(self) -> Path:
-        """Write the checkpoint of the current iteration and prune old ones.
-
-        A non-finite step not yet reported raises ``NanLossError`` first (when the config
-        fails on them), so a checkpoint never follows an unreported non-finite step.
-        """
-        self.trainer.check_finite()
-        path = save_checkpoint(self.checkpoint_dir, self.trainer.iteration, self.checkpoint_state())
-        prune_checkpoints(self.checkpoint_dir, self.config.trainer.keep_checkpoint_max)
-        self.trainer.notify_checkpoint(self.trainer.iteration, path)
+        """Write the checkpoint of the current iteration and prune old ones (rank 0; the
+        other ranks take part in the checks and return the same path)."""
+        iteration = self.trainer.iteration
+        state = self._verified_state()
+        path = checkpoint_path(self.checkpoint_dir, iteration)
+        if self.is_main:
+            save_checkpoint(self.checkpoint_dir, iteration, state)
+            prune_checkpoints(self.checkpoint_dir, self.config.trainer.keep_checkpoint_max)
+            self.trainer.notify_checkpoint(iteration, path)
+        self.checkpointed_iteration = iteration
         return path
 
-    def save_best_checkpoint(self, validation_loss: float) -> Path:
-        self.trainer.check_finite()
-        state = self.checkpoint_state() | {"validation_loss": validation_loss}
-        path = atomic_save(self.best_checkpoint_path, state)
-        self.trainer.notify_checkpoint(self.trainer.iteration, path)
-        return path
+    def save_best_checkpoint(self, validation: dict[str, float]) -> Path:
+        """Write ``best.pt`` with the validation results that made it the best."""
+        state = self._verified_state()
+        if self.is_main:
+            metric = self.config.trainer.validation.metric_key
+            state |= {
+                "validation": dict(validation),
+                "best_metric": metric,
+                "validation_loss": validation.get("validation_loss"),
+            }
+            atomic_save(self.best_checkpoint_path, state)
+            self.trainer.notify_checkpoint(self.trainer.iteration, self.best_checkpoint_path)
+        return self.best_checkpoint_path
 
     def train(self, until: int | None = None, progress: bool = True) -> RunResult:
         """Train until iteration ``until`` (default: as prepared), logging, validating,
@@ -297,7 +314,13 @@ class TrainingRun:
         until = self.until if self.until is not None else self._target(self.trainer.iteration)
         trainer = self.trainer
         start = trainer.iteration
-        bar = tqdm(total=until, initial=start, disable=not progress, unit="it", dynamic_ncols=True)
+        bar = tqdm(
+            total=until,
+            initial=start,
+            disable=not (progress and self.is_main),
+            unit="it",
+            dynamic_ncols=True,
+        )
         with trainer:
             for stats in trainer.iterate(
                 max(0, until - start), self.model, self.optimizer, self.device
@@ -307,12 +330,11 @@ class TrainingRun:
                     loss = self.metrics_logger.last_row["loss"]
                     bar.set_postfix(loss=f"{loss:.4f}", data=f"{stats.data_time:.2f}s")
         bar.close()
-        checkpoints = list_checkpoints(self.checkpoint_dir)
-        checkpoint = checkpoints[-1][1] if checkpoints else None
-        if trainer.iteration > start and (
-            not checkpoints or checkpoints[-1][0] != trainer.iteration
-        ):
-            checkpoint = self.save_checkpoint()
+        if trainer.iteration > start and self.checkpointed_iteration != trainer.iteration:
+            self.save_checkpoint()
+        checkpoint = None
+        if self.checkpointed_iteration is not None:
+            checkpoint = checkpoint_path(self.checkpoint_dir, self.checkpointed_iteration)
         last = self.metrics_logger.last_row
         best = self.best_checkpoint_path
         return RunResult(
@@ -321,8 +343,9 @@ class TrainingRun:
             last_loss=last["loss"] if last else None,
             checkpoint=checkpoint,
             snapshots=self.snapshot_container,
-            best_checkpoint=best if best.exists() else None,
+            best_checkpoint=best if self.is_main and best.exists() else None,
             stopped_early=trainer.stop_requested,
+            is_main=self.is_main,
         )
 
 
@@ -336,7 +359,11 @@ def train(
     callbacks: Sequence[Callback] = (),
 ) -> RunResult:
     """Train ``config`` in ``out_dir`` up to iteration ``iterations`` (default: from
-    ``trainer.steps`` or ``trainer.max_steps``)."""
-    run = TrainingRun(config, Path(out_dir), device, callbacks)
-    run.prepare(resume, until=iterations)
-    return run.train(progress=progress)
+    ``trainer.steps`` or ``trainer.max_steps``). Under torchrun, every rank calls it; the
+    process group is left at the end."""
+    try:
+        run = TrainingRun(config, Path(out_dir), device, callbacks)
+        run.prepare(resume, until=iterations)
+        return run.train(progress=progress)
+    finally:
+        distributed.teardown()

@@ -2,6 +2,11 @@
 
 ``Trainer`` holds the step loop every trainer shares; a subclass says where batches come
 from (``_draw_batch``) and may write snapshots and validate.
+
+With several ranks (torchrun), every rank runs the same loop on its own batches. Rank 0
+alone writes snapshots and validates; its validation results are sent to every rank, so
+callbacks see the same figures everywhere. A stop asked by a callback on any rank takes
+effect on all ranks together, at the next logging or validating iteration.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voltrain import distributed
 from voltrain.callbacks import Callback, Timer
 from voltrain.errors import NanLossError
 from voltrain.optim import apply_learning_rate, build_optimizer
@@ -83,6 +89,12 @@ class Trainer(ABC):
         self._engine: StepEngine | None = None
         self._pending_state: dict | None = None
         self._reported_skips = 0
+        self._stop_votes = False
+
+    @property
+    def rank(self) -> int:
+        """This process's rank among the processes training together (0 if alone)."""
+        return distributed.rank()
 
     def create_optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
         """The configured optimizer for ``model``'s parameters (move the model first)."""
@@ -143,7 +155,7 @@ class Trainer(ABC):
             batch = self._draw_batch(device)
             data_time = time.perf_counter() - start
             learning_rate = apply_learning_rate(optimizer, schedule.factor(self.iteration))
-            snapshot_due = self._snapshot_due(self.iteration + 1)
+            snapshot_due = distributed.is_main() and self._snapshot_due(self.iteration + 1)
             result = engine.step(
                 self.task, batch.raw, batch.target, batch.weight, self.iteration, snapshot_due
             )
@@ -169,8 +181,21 @@ class Trainer(ABC):
             if stats.log_due:
                 self.check_finite()
             stops = [callback.on_step_end(stats) for callback in self.callbacks]
-            self.stop_requested = self.stop_requested or any(stops)
+            self.stop_requested = self.stop_requested or self._agree_to_stop(any(stops), stats)
             yield stats
+
+    def _agree_to_stop(self, wants_to_stop: bool, stats: TrainingIterationStats) -> bool:
+        """Alone: ``wants_to_stop``. With several ranks: whether any rank asked to stop since
+        the last agreement, decided together at logging and validating iterations (these
+        read from the device anyway), so all ranks stop after the same iteration."""
+        if not distributed.is_distributed():
+            return wants_to_stop
+        self._stop_votes = self._stop_votes or wants_to_stop
+        if not (stats.log_due or stats.validation is not None):
+            return False
+        agreed = distributed.any_rank(self._stop_votes)
+        self._stop_votes = False
+        return agreed
 
     def step_engine(self, model, optimizer, device: torch.device) -> StepEngine:
         """The step engine of (model, optimizer, device), made once and kept."""
@@ -197,7 +222,10 @@ class Trainer(ABC):
         interval = self.config.validation_interval
         if self.validator is None or interval == 0 or self.iteration % interval:
             return None
-        return self.validator.evaluate(model, engine.autocast)
+        results = None
+        if distributed.is_main():
+            results = self.validator.evaluate(model, engine.autocast)
+        return distributed.broadcast_object(results)
 
     def check_finite(self) -> int:
         """Read the skip counters (a host sync); raise ``NanLossError`` after a non-finite

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from voltrain.callbacks import EarlyStoppingConfig
 from voltrain.config import StrictModel
@@ -20,8 +19,37 @@ from voltrain.trainers.gradients import ClippingConfig, GradientNoiseConfig
 
 DEFAULT_MAX_STEPS = 1000
 
-# Old names, still read: iterations -> max_steps, max_norm/norm_type -> clipping.*.
-_LEGACY_KEYS = {"iterations": "max_steps", "max_norm": "clipping", "norm_type": "clipping"}
+
+class ValidationConfig(StrictModel):
+    """How the model is validated on ``data.validate`` (``trainer.validation``).
+
+    Attributes:
+        mode: ``samples`` scores ``validation_samples`` fixed samples; ``blockwise`` scores
+            the whole gt ROI of every validation dataset, predicted block by block as
+            ``voltrain predict`` does.
+        metric: the result that picks ``best.pt``: ``validation_loss`` or a metric of the
+            task (``dice`` or ``accuracy`` for binary, ``affinity_accuracy`` for
+            affinities), with or without the ``validation_`` prefix.
+        best: whether ``min`` or ``max`` of ``metric`` is best (default: min for the loss,
+            max for the task's metrics).
+    """
+
+    mode: Literal["samples", "blockwise"] = "samples"
+    metric: str = "validation_loss"
+    best: Literal["min", "max"] | None = None
+
+    @property
+    def metric_key(self) -> str:
+        """``metric`` as its key in the validation results, e.g. ``validation_dice``."""
+        if self.metric.startswith("validation_"):
+            return self.metric
+        return f"validation_{self.metric}"
+
+    @property
+    def best_mode(self) -> Literal["min", "max"]:
+        if self.best is not None:
+            return self.best
+        return "min" if self.metric_key == "validation_loss" else "max"
 
 
 class TrainerConfig(StrictModel):
@@ -54,7 +82,8 @@ class TrainerConfig(StrictModel):
             checkpoint of this run directory (only when not resuming).
         validation_interval: validate every this many iterations (0: never); needs
             ``data.validate``.
-        validation_samples: the fixed number of validation samples.
+        validation_samples: the fixed number of validation samples (``samples`` mode).
+        validation: the validation mode and the metric that picks the best checkpoint.
         early_stopping: stop when a validation metric stops improving (None: never).
         time_limit: stop training after this many seconds (None: no limit).
     """
@@ -81,33 +110,9 @@ class TrainerConfig(StrictModel):
     weights_from: str | None = None
     validation_interval: int = Field(1000, ge=0)
     validation_samples: int = Field(8, gt=0)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
     early_stopping: EarlyStoppingConfig | None = None
     time_limit: float | None = Field(None, gt=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _read_legacy_keys(cls, value: Any) -> Any:
-        if not isinstance(value, dict) or not any(k in value for k in _LEGACY_KEYS):
-            return value
-        value = dict(value)
-        for old, new in _LEGACY_KEYS.items():
-            if old not in value:
-                continue
-            replacement = f"{new}.{old}" if new == "clipping" else new
-            warnings.warn(
-                f"trainer.{old} is deprecated; use trainer.{replacement}",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if new == "clipping":
-                clipping = dict(value.get("clipping") or {})
-                clipping.setdefault(old, value.pop(old))
-                value["clipping"] = clipping
-            elif new in value:
-                raise ValueError(f"give trainer.{new} only, not also its old name {old}")
-            else:
-                value[new] = value.pop(old)
-        return value
 
     @field_validator("input_shape")
     @classmethod

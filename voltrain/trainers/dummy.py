@@ -24,7 +24,7 @@ class DummyTrainerConfig(TrainerConfig):
 class DummyTrainer(Trainer):
     """Runs real training steps on random batches; reads no data.
 
-    The batch of each iteration depends only on (seed, iteration).
+    The batch of each iteration depends only on (seed, rank, iteration).
     """
 
     def __init__(self, config: DummyTrainerConfig):
@@ -41,7 +41,9 @@ class DummyTrainer(Trainer):
         self.output_shape = tuple(model.output_shape(tuple(self.config.input_shape)))
 
     def _draw_batch(self, device: torch.device) -> TrainingBatch:
-        generator = torch.Generator().manual_seed(derive_seed(self.config.seed, self.iteration))
+        generator = torch.Generator().manual_seed(
+            derive_seed(self.config.seed, self.rank, self.iteration)
+        )
         raw = torch.rand(self.batch_size, 1, *self.config.input_shape, generator=generator)
         target_shape = (self.batch_size, self.num_channels, *self.output_shape)
         target = (torch.rand(target_shape, generator=generator) > 0.5).float()

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from funlib.geometry import Coordinate
 from pydantic import Field, SerializeAsAny, field_validator
+from torch.utils.data import DataLoader
 
 from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
@@ -16,6 +17,7 @@ from voltrain.errors import VoltrainError, recover_voltrain_error
 from voltrain.loader import make_loader
 from voltrain.pipeline import TrainingPipeline, compute_sampling_maps, open_training_volumes
 from voltrain.trainers.base import Trainer, TrainingBatch
+from voltrain.trainers.blockwise_validation import BlockwiseValidator
 from voltrain.trainers.config import TrainerConfig
 from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
 from voltrain.trainers.step import StepResult
@@ -61,10 +63,15 @@ class GunpowderTrainerConfig(TrainerConfig):
 
 
 class GunpowderTrainer(Trainer):
-    """Trains on batches drawn by a multiprocess loader from a gunpowder graph."""
+    """Trains on batches drawn by a multiprocess loader from a gunpowder graph.
+
+    Attributes:
+        voxel_size: the training data's voxel size (known once the provider is built).
+    """
 
     def __init__(self, config: GunpowderTrainerConfig):
         super().__init__(config)
+        self.voxel_size: Coordinate | None = None
         self.pipeline: TrainingPipeline | None = None
         self.snapshot_container: Path | None = None
         self._loader_iterator = None
@@ -78,6 +85,8 @@ class GunpowderTrainer(Trainer):
         input_shape = Coordinate(config.input_shape)
         output_shape = Coordinate(model.output_shape(tuple(input_shape)))
         volumes = open_training_volumes(datasets, output_shape, key)
+        if key == "data.train":
+            self.voxel_size = volumes[0].voxel_size
         sampling_maps = compute_sampling_maps(volumes, output_shape, config.min_masked)
         return TrainingPipeline(
             datasets=list(datasets),
@@ -103,11 +112,32 @@ class GunpowderTrainer(Trainer):
         self.task = task.build()
         self.snapshot_container = Path(snapshot_container) if snapshot_container else None
 
+    def fixed_intensity_maps(self) -> list[AugmentConfig]:
+        """The ``intensity_scale_shift`` augments with ``p: 1``: part of what the network
+        sees on every sample, so validation applies them too."""
+        return [a for a in self.config.augments if a.type == "intensity_scale_shift" and a.p >= 1]
+
     def build_validation_provider(self, datasets, model, task, device) -> None:
-        """Validate every ``validation_interval`` iterations on ``validation_samples`` fixed
-        samples of ``datasets`` (no augments). Checks the data like ``build_batch_provider``.
+        """Validate every ``validation_interval`` iterations on ``datasets``: on
+        ``validation_samples`` fixed samples (no augments but the fixed intensity maps), or
+        over their whole gt ROIs block by block (``validation.mode: blockwise``). Checks the
+        data like ``build_batch_provider``.
         """
-        pipeline = self._pipeline_for(datasets, model, task, [], "data.validate")
+        maps = self.fixed_intensity_maps()
+        if self.config.validation.mode == "blockwise":
+            input_shape = Coordinate(self.config.input_shape)
+            output_shape = Coordinate(model.output_shape(tuple(input_shape)))
+            self.validator = BlockwiseValidator(
+                open_training_volumes(datasets, output_shape, "data.validate"),
+                task.build(),
+                input_shape,
+                output_shape,
+                self.config.normalize_factor,
+                [(a.scale, a.shift) for a in maps],
+                device,
+            )
+            return
+        pipeline = self._pipeline_for(datasets, model, task, maps, "data.validate")
         self.validator = Validator(
             pipeline,
             task.build(),
@@ -136,18 +166,27 @@ class GunpowderTrainer(Trainer):
             self._loader_iterator = None
             self._loader_iteration = None
 
+    def loader(self, start_iteration: int, pin_memory: bool = False) -> DataLoader:
+        """The loader of this rank's batches from iteration ``start_iteration + 1`` on.
+
+        Sample i of iteration n is drawn with the seed ``sample_seed(seed, n, i, rank)``,
+        so ranks never draw the same samples and a resumed run draws what it would have.
+        """
+        return make_loader(
+            self.pipeline,
+            seed=self.config.seed,
+            batch_size=self.batch_size,
+            start_iteration=start_iteration,
+            num_workers=self.config.num_data_fetchers,
+            pin_memory=pin_memory,
+            timeout=self.config.data_timeout,
+            rank=self.rank,
+        )
+
     def _next_batch(self, device: torch.device) -> dict:
         if self._loader_iterator is None or self._loader_iteration != self.iteration:
             self._stop_loader()
-            loader = make_loader(
-                self.pipeline,
-                seed=self.config.seed,
-                batch_size=self.batch_size,
-                start_iteration=self.iteration,
-                num_workers=self.config.num_data_fetchers,
-                pin_memory=device.type == "cuda",
-                timeout=self.config.data_timeout,
-            )
+            loader = self.loader(self.iteration, pin_memory=device.type == "cuda")
             self._loader_iterator = iter(loader)
             self._loader_iteration = self.iteration
         try:

@@ -5,6 +5,12 @@ Order: forward under autocast (bf16, or fp16 with a ``GradScaler``), loss, backw
 that the device skips when the loss or a gradient is not finite (``guarded_step``). Counts
 of skipped steps accumulate in device tensors; the trainer reads them at its logging
 interval.
+
+With several ranks (torchrun), the model runs inside ``DistributedDataParallel``, which
+averages the gradients over the ranks during backward; everything after backward (noise,
+norm, clipping, the finite flag) therefore sees the same averaged gradients on every rank.
+The loss that decides the finite flag, and that is reported, is the mean over the ranks, so
+every rank skips the same steps and the replicas never drift apart.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from voltrain import distributed
 from voltrain.trainers.gradients import GradientProcessor
 from voltrain.trainers.guarded_step import guarded_step
 
@@ -35,6 +42,8 @@ class StepEngine:
     """Runs steps of one model with one optimizer on one device.
 
     Attributes:
+        network: the model as the step runs it (in ``DistributedDataParallel`` when several
+            ranks train).
         skipped_steps: device count of steps skipped because the loss or a gradient was not
             finite (under fp16, only those where the loss itself was not finite).
         amp_skipped_steps: device count of fp16 steps skipped for a gradient overflow, which
@@ -45,6 +54,7 @@ class StepEngine:
 
     def __init__(self, config, model: torch.nn.Module, optimizer, device: torch.device):
         self.model = model
+        self.network = distributed.wrap_model(model, device)
         self.optimizer = optimizer
         self.device = device
         self.amp_dtype = AMP_DTYPES.get(config.amp)
@@ -82,7 +92,7 @@ class StepEngine:
         model.train()
         optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            logits = model(raw)
+            logits = self.network(raw)
         logits = logits.float()
         if keep_output:
             logits.retain_grad()
@@ -94,17 +104,19 @@ class StepEngine:
             scale = self.scaler.get_scale() if keep_output else None
         else:
             loss.backward()
+        # Every rank must reach the same verdict on the step: judge the mean loss.
+        loss = distributed.mean_over_ranks(loss.detach())
         parameters = [p for p in model.parameters() if p.grad is not None]
-        grad_norm, finite = self.gradients.process(parameters, loss.detach(), iteration)
+        grad_norm, finite = self.gradients.process(parameters, loss, iteration)
         guarded_step(optimizer, finite)
         if self.scaler is not None:
             self.scaler.update()
-        self._count(finite, torch.isfinite(loss.detach()), iteration)
+        self._count(finite, torch.isfinite(loss), iteration)
         logits_grad = None
         if keep_output:
             logits_grad = logits.grad.detach() / (scale or 1.0)
         return StepResult(
-            loss=loss.detach(),
+            loss=loss,
             grad_norm=grad_norm.detach(),
             finite=finite,
             logits=logits.detach() if keep_output else None,

@@ -1,0 +1,81 @@
+"""The callbacks that write a run's checkpoints: periodically and on a new best validation.
+
+With several ranks, writing a checkpoint is a collective step (the ranks compare their
+weights first, see ``voltrain.distributed.verify_replicas``), so every rank must decide to
+checkpoint at the same iteration. By iteration they do anyway; by time, rank 0's clock
+decides at logging iterations; by validation, the results are the same on every rank.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from voltrain import distributed
+from voltrain.callbacks import BestCheckpoint, PeriodicCheckpoint
+from voltrain.trainers.stats import TrainingIterationStats
+
+
+class CheckpointSchedule(PeriodicCheckpoint):
+    """Calls ``save`` every ``interval`` iterations and/or every ``seconds`` seconds, at
+    the same iteration on every rank.
+
+    Args:
+        save: writes a checkpoint (on every rank; rank 0 writes the file).
+        interval: iterations between checkpoints (0: none by iteration).
+        seconds: seconds between checkpoints (None: none by time). With several ranks,
+            rank 0's clock is read at logging iterations only.
+    """
+
+    def on_step_end(self, stats: TrainingIterationStats) -> bool:
+        if not distributed.is_distributed():
+            return super().on_step_end(stats)
+        by_iteration = self.interval > 0 and stats.iteration % self.interval == 0
+        by_time = False
+        if self.seconds is not None and stats.log_due:
+            due = time.monotonic() - self.last_save >= self.seconds
+            by_time = distributed.main_decides(due)
+        if by_iteration or by_time:
+            self.save()
+            self.last_save = time.monotonic()
+        return False
+
+
+class BestValidation(BestCheckpoint):
+    """Calls ``save(results)`` whenever the validation ``metric`` reaches a new best.
+
+    Args:
+        save: writes the best checkpoint, given the validation results.
+        metric: the validation result that decides, e.g. ``validation_dice``.
+        mode: ``min`` if smaller is better, ``max`` if larger is. A value that is not
+            finite is never the best.
+    """
+
+    def __init__(
+        self,
+        save: Callable[[dict[str, float]], Any],
+        metric: str = "validation_loss",
+        mode: Literal["min", "max"] = "min",
+    ):
+        super().__init__(save, metric)
+        # ``best`` is kept as sign * value, so a smaller number is always better.
+        self.sign = 1.0 if mode == "min" else -1.0
+
+    def on_step_end(self, stats: TrainingIterationStats) -> bool:
+        if stats.validation and self.metric in stats.validation:
+            value = self.sign * float(stats.validation[self.metric])
+            if math.isfinite(value) and value < self.best:
+                self.best = value
+                self.save(dict(stats.validation))
+        return False
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "metric": self.metric, "sign": self.sign}
+
+    def load_state_dict(self, state: dict) -> None:
+        # A best of another metric (the config changed on resume) says nothing about this one.
+        same = state.get("metric", "validation_loss") == self.metric
+        if same and state.get("sign", 1.0) == self.sign:
+            self.best = state["best"]
