@@ -15,6 +15,7 @@ from conftest import experiment_dict
 from funlib.persistence import open_ds, prepare_ds
 
 from voltrain.cli import main
+from voltrain.profiling import PROFILE_ENV
 
 
 def _bare_labels(tmp_path: Path) -> str:
@@ -132,3 +133,17 @@ def test_demo_runs_shortened(tmp_path):
     snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction"))
     assert snapshot.shape[0] == 3
     assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()
+
+
+def test_profile_prints_the_time_of_each_pipeline_stage(
+    volume, write_config, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv(PROFILE_ENV, "0")  # restored after the test; --profile sets it
+    config = write_config(experiment_dict(volume, num_data_fetchers=1, max_steps=2))
+    code = main(
+        ["train", str(config), "--out", str(tmp_path / "run"), "--profile", "--no-progress"]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for stage in ("read", "sample", "target"):
+        assert stage in out, out

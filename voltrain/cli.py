@@ -167,6 +167,8 @@ def _lr_find(args: argparse.Namespace) -> None:
 
 
 def _report(result) -> None:
+    if getattr(result, "profile_table", None):
+        print(result.profile_table)
     loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
     stopped = " (stopped early by a callback)" if getattr(result, "stopped_early", False) else ""
     print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}")

@@ -69,6 +69,7 @@ class RunResult:
     best_checkpoint: Path | None = None
     stopped_early: bool = False
     is_main: bool = True
+    profile_table: str | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -346,7 +347,14 @@ class TrainingRun:
             best_checkpoint=best if self.is_main and best.exists() else None,
             stopped_early=trainer.stop_requested,
             is_main=self.is_main,
+            profile_table=_profile_table(trainer),
         )
+
+
+def _profile_table(trainer) -> str | None:
+    """The data pipeline's ms per stage, when ``--profile`` switched timing on."""
+    profile = getattr(trainer, "stage_profile", None)
+    return profile.table() if profile is not None and profile.samples else None
 
 
 def train(

@@ -84,3 +84,32 @@ def test_snapshots_hold_every_array_placed_in_world_units(volume, tmp_path):
     assert prediction.min() >= 0 and prediction.max() <= 1
     compressors = __import__("zarr").open(str(group / "raw")).compressors
     assert compressors, "snapshots must be compressed"
+
+
+ELASTIC = {
+    "type": "elastic",
+    "control_point_spacing": [40, 40, 40],
+    "jitter_sigma": [8, 8, 8],
+    "rotate": True,
+}
+
+
+def test_deform_on_device_trains_on_the_resampled_raw(volume, tmp_path):
+    # The workers hand over the uint8 source box and the map; the trainer resamples raw on
+    # its device. Same sample seeds, so the result matches the in-worker path closely.
+    runs = {}
+    for on_device in (False, True):
+        run = _run(
+            volume,
+            tmp_path / f"run{on_device}",
+            batch_size=1,
+            snapshot_interval=1,
+            augments=[ELASTIC],
+            deform_on_device=on_device,
+        )
+        runs[on_device] = _losses(run, 1)
+        raw = open_ds(str(tmp_path / f"run{on_device}" / "snapshots.zarr" / "1" / "raw"))
+        assert raw.shape == (36, 36, 36)
+        runs[(on_device, "raw")] = raw[raw.roi]
+    np.testing.assert_allclose(runs[(True, "raw")], runs[(False, "raw")], atol=1e-4)
+    np.testing.assert_allclose(runs[True], runs[False], rtol=1e-4)

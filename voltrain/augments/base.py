@@ -100,7 +100,6 @@ def parse_augment(data: Any, where: str = "augments") -> AugmentConfig:
     cls = known.get(type_name)
     if cls is None:
         raise ConfigError(
-            f"{where}: unknown augment type '{type_name}' "
-            f"(known types: {', '.join(sorted(known))})"
+            f"{where}: unknown augment type '{type_name}' (known types: {', '.join(sorted(known))})"
         )
     return cls.model_validate(data)

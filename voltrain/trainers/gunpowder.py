@@ -15,7 +15,14 @@ from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
 from voltrain.errors import VoltrainError, recover_voltrain_error
 from voltrain.loader import make_loader
-from voltrain.pipeline import TrainingPipeline, compute_sampling_maps, open_training_volumes
+from voltrain.nodes.torch_deform import deform_raw
+from voltrain.pipeline import (
+    DEFAULT_CHUNK_CACHE_MB,
+    TrainingPipeline,
+    compute_sampling_maps,
+    open_training_volumes,
+)
+from voltrain.profiling import StageProfile, profiling_enabled
 from voltrain.trainers.base import Trainer, TrainingBatch
 from voltrain.trainers.blockwise_validation import BlockwiseValidator
 from voltrain.trainers.config import TrainerConfig
@@ -37,6 +44,12 @@ class GunpowderTrainerConfig(TrainerConfig):
         clip_raw: read raw only within the gt ROI plus the network's context.
         normalize_factor: multiply raw by this (default: 1/255 for uint8, 1/65535 for uint16).
         data_timeout: seconds to wait for one batch from the loader before failing.
+        fuse_augments: run an elastic augment and the mirror/transpose, intensity and noise
+            augments that follow it as one resampling pass (same result, several times
+            faster).
+        chunk_cache_mb: MiB of decoded zarr chunks each loader worker keeps (0: none).
+        deform_on_device: resample raw on the training device (a GPU) instead of in the
+            loader workers, which then only read and crop.
     """
 
     type: Literal["gunpowder"] = "gunpowder"
@@ -48,6 +61,9 @@ class GunpowderTrainerConfig(TrainerConfig):
     clip_raw: bool = True
     normalize_factor: float | None = Field(None, gt=0)
     data_timeout: float = Field(600.0, gt=0)
+    fuse_augments: bool = True
+    chunk_cache_mb: float = Field(DEFAULT_CHUNK_CACHE_MB, ge=0)
+    deform_on_device: bool = False
 
     @field_validator("augments", mode="before")
     @classmethod
@@ -76,6 +92,7 @@ class GunpowderTrainer(Trainer):
         self.snapshot_container: Path | None = None
         self._loader_iterator = None
         self._loader_iteration: int | None = None
+        self.stage_profile = StageProfile() if profiling_enabled() else None
 
     def can_train(self, datasets: Sequence[DatasetConfig]) -> bool:
         return len(datasets) > 0 and all(d.raw and d.gt for d in datasets)
@@ -99,6 +116,9 @@ class GunpowderTrainer(Trainer):
             sampling_maps=sampling_maps,
             max_attempts=config.max_sampling_attempts,
             normalize_factor=config.normalize_factor,
+            fuse_augments=config.fuse_augments,
+            chunk_cache_mb=config.chunk_cache_mb,
+            deform_on_device=config.deform_on_device and key == "data.train",
         )
 
     def build_batch_provider(self, datasets, model, task, snapshot_container=None) -> None:
@@ -202,13 +222,20 @@ class GunpowderTrainer(Trainer):
                 ) from None
             raise
         self._loader_iteration += 1
+        if self.stage_profile is not None and "stage_ms" in batch:
+            self.stage_profile.add(batch["stage_ms"].numpy())
         return batch
 
     def _draw_batch(self, device: torch.device) -> TrainingBatch:
         batch = self._next_batch(device)
-        raw, target, weight = (
-            batch[key].to(device, non_blocking=True) for key in ("raw", "target", "weight")
-        )
+        target, weight = (batch[key].to(device, non_blocking=True) for key in ("target", "weight"))
+        if "raw_map" in batch:  # deform_on_device: the workers left raw's resampling to us
+            raw = deform_raw(
+                batch["raw_source"].to(device, non_blocking=True),
+                batch["raw_map"].to(device, non_blocking=True),
+            )
+        else:
+            raw = batch["raw"].to(device, non_blocking=True)
         return TrainingBatch(raw, target, weight, host=batch)
 
     def _snapshot_due(self, iteration: int) -> bool:
@@ -226,7 +253,7 @@ class GunpowderTrainer(Trainer):
             return SnapshotArray(tensor.detach().cpu().numpy(), out_offset, voxel_size)
 
         arrays = {
-            "raw": SnapshotArray(host["raw"][0, 0].numpy(), raw_offset, voxel_size),
+            "raw": SnapshotArray(batch.raw[0, 0].cpu().numpy(), raw_offset, voxel_size),
             "gt": at_output(host["gt"][0]),
             "mask": at_output(host["mask"][0]),
             "target": at_output(host["target"][0]),
