@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import gunpowder as gp
 import numpy as np
 
-from voltrain.errors import ConfigError, DataError
+from voltrain.errors import ConfigError
+from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class GammaParams:
     gamma: float
 
 
-class GammaAugment(gp.BatchFilter):
+class GammaAugment(RawIntensityAugment):
     """Randomly gamma-correct the raw intensities: ``raw = raw ** gamma``.
 
     ``gamma`` is drawn log-uniformly from ``[gamma_min, gamma_max]`` (``log(gamma)`` is
@@ -38,6 +39,8 @@ class GammaAugment(gp.BatchFilter):
         p: probability of applying the augment to a sample.
     """
 
+    rng_stream = "gamma"
+
     def __init__(
         self,
         raw_key: gp.ArrayKey,
@@ -49,19 +52,11 @@ class GammaAugment(gp.BatchFilter):
             raise ConfigError(f"gamma_min must be > 0, got {gamma_min}")
         if gamma_min > gamma_max:
             raise ConfigError(f"gamma_min ({gamma_min}) must be <= gamma_max ({gamma_max})")
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"p must be in [0, 1], got {p}")
         if gamma_min == gamma_max == 1.0:
             warnings.warn("GammaAugment with gamma 1 does nothing", stacklevel=2)
-        self.raw_key = raw_key
+        super().__init__(raw_key, p)
         self.gamma_min = gamma_min
         self.gamma_max = gamma_max
-        self.p = p
-        self._params: GammaParams | None = None
-
-    def setup(self) -> None:
-        self.enable_autoskip()
-        self.updates(self.raw_key, self.spec[self.raw_key])
 
     def make_params(self, rng: np.random.Generator) -> GammaParams:
         """Draw whether to apply the augment, and gamma (log-uniform in its range)."""
@@ -77,21 +72,3 @@ class GammaAugment(gp.BatchFilter):
         np.power(out, data.dtype.type(params.gamma), out=out)
         np.copysign(out, data, out=out)
         return out
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        self._params = self.make_params(np.random.default_rng(request.random_seed))
-        deps = gp.BatchRequest()
-        deps[self.raw_key] = request[self.raw_key].copy()
-        return deps
-
-    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> None:
-        assert self._params is not None, "prepare() runs before process()"
-        if not self._params.apply:
-            return
-        raw = batch[self.raw_key]
-        if not np.issubdtype(raw.data.dtype, np.floating):
-            raise DataError(
-                f"GammaAugment needs float raw data in [0, 1] for {self.raw_key}, got "
-                f"{raw.data.dtype}; normalise raw before augmenting intensities"
-            )
-        raw.data = self.apply_transform(raw.data, self._params)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import gunpowder as gp
 import numpy as np
 
-from voltrain.errors import ConfigError, DataError
-from voltrain.nodes.augment_rng import augment_rng
+from voltrain.errors import ConfigError
+from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
 
 # this augment's random stream (see voltrain.nodes.augment_rng)
 RNG_STREAM = "intensity"
@@ -24,7 +24,7 @@ class IntensityParams:
     shift: float
 
 
-class IntensityAugment(gp.BatchFilter):
+class IntensityAugment(RawIntensityAugment):
     """Randomly scale and shift the raw intensities: ``raw = raw * scale + shift``.
 
     ``scale ~ U(scale_min, scale_max)`` and ``shift ~ U(shift_min, shift_max)`` are drawn
@@ -40,6 +40,8 @@ class IntensityAugment(gp.BatchFilter):
         p: probability of applying the augment to a sample.
     """
 
+    rng_stream = RNG_STREAM
+
     def __init__(
         self,
         raw_key: gp.ArrayKey,
@@ -54,22 +56,14 @@ class IntensityAugment(gp.BatchFilter):
             raise ConfigError(f"scale_min ({scale_min}) must be <= scale_max ({scale_max})")
         if shift_min > shift_max:
             raise ConfigError(f"shift_min ({shift_min}) must be <= shift_max ({shift_max})")
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"p must be in [0, 1], got {p}")
         if scale_min == scale_max == 1.0 and shift_min == shift_max == 0.0 and not clip:
             warnings.warn("IntensityAugment with scale 1 and shift 0 does nothing", stacklevel=2)
-        self.raw_key = raw_key
+        super().__init__(raw_key, p)
         self.scale_min = scale_min
         self.scale_max = scale_max
         self.shift_min = shift_min
         self.shift_max = shift_max
         self.clip = clip
-        self.p = p
-        self._params: IntensityParams | None = None
-
-    def setup(self) -> None:
-        self.enable_autoskip()
-        self.updates(self.raw_key, self.spec[self.raw_key])
 
     def make_params(self, rng: np.random.Generator) -> IntensityParams:
         """Draw whether to apply the augment, and its scale and shift."""
@@ -85,21 +79,3 @@ class IntensityAugment(gp.BatchFilter):
         if self.clip:
             np.clip(out, 0.0, 1.0, out=out)
         return out
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        self._params = self.make_params(augment_rng(request.random_seed, RNG_STREAM))
-        deps = gp.BatchRequest()
-        deps[self.raw_key] = request[self.raw_key].copy()
-        return deps
-
-    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> None:
-        assert self._params is not None, "prepare() runs before process()"
-        if not self._params.apply:
-            return
-        raw = batch[self.raw_key]
-        if not np.issubdtype(raw.data.dtype, np.floating):
-            raise DataError(
-                f"IntensityAugment needs float raw data in [0, 1] for {self.raw_key}, got "
-                f"{raw.data.dtype}; normalise raw before augmenting intensities"
-            )
-        raw.data = self.apply_transform(raw.data, self._params)

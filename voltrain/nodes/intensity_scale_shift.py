@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gunpowder as gp
 import numpy as np
 
-from voltrain.errors import ConfigError, DataError
+from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class IntensityScaleShiftParams:
     apply: bool
 
 
-class IntensityScaleShift(gp.BatchFilter):
+class IntensityScaleShift(RawIntensityAugment):
     """Map raw intensities deterministically: ``raw = raw * scale + shift``.
 
     With ``scale=2, shift=-1`` raw in [0, 1] becomes [-1, 1]. Nothing is clipped. Only raw
@@ -32,20 +32,14 @@ class IntensityScaleShift(gp.BatchFilter):
         p: probability of applying the map to a sample.
     """
 
+    rng_stream = "intensity_scale_shift"
+
     def __init__(self, raw_key: gp.ArrayKey, scale: float, shift: float, p: float = 1.0):
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"p must be in [0, 1], got {p}")
         if scale == 1.0 and shift == 0.0:
             warnings.warn("IntensityScaleShift with scale 1 and shift 0 does nothing", stacklevel=2)
-        self.raw_key = raw_key
+        super().__init__(raw_key, p)
         self.scale = scale
         self.shift = shift
-        self.p = p
-        self._params: IntensityScaleShiftParams | None = None
-
-    def setup(self) -> None:
-        self.enable_autoskip()
-        self.updates(self.raw_key, self.spec[self.raw_key])
 
     def make_params(self, rng: np.random.Generator) -> IntensityScaleShiftParams:
         """Draw whether to apply the map (always when ``p == 1``)."""
@@ -56,21 +50,3 @@ class IntensityScaleShift(gp.BatchFilter):
         out = data * data.dtype.type(self.scale)
         out += data.dtype.type(self.shift)
         return out
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        self._params = self.make_params(np.random.default_rng(request.random_seed))
-        deps = gp.BatchRequest()
-        deps[self.raw_key] = request[self.raw_key].copy()
-        return deps
-
-    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> None:
-        assert self._params is not None, "prepare() runs before process()"
-        if not self._params.apply:
-            return
-        raw = batch[self.raw_key]
-        if not np.issubdtype(raw.data.dtype, np.floating):
-            raise DataError(
-                f"IntensityScaleShift needs float raw data for {self.raw_key}, got "
-                f"{raw.data.dtype}; normalise raw before mapping intensities"
-            )
-        raw.data = self.apply_transform(raw.data, self._params)

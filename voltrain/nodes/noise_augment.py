@@ -9,9 +9,9 @@ from typing import Literal
 import gunpowder as gp
 import numpy as np
 
-from voltrain.errors import ConfigError, DataError
-from voltrain.nodes.augment_rng import augment_rng
+from voltrain.errors import ConfigError
 from voltrain.nodes.counter_rng import add_noise
+from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
 
 # this augment's random stream (see voltrain.nodes.augment_rng)
 RNG_STREAM = "noise"
@@ -32,7 +32,7 @@ class NoiseParams:
     noise_seed: int
 
 
-class NoiseAugment(gp.BatchFilter):
+class NoiseAugment(RawIntensityAugment):
     """Add random noise to the raw intensities. Only raw changes.
 
     Modes:
@@ -58,6 +58,9 @@ class NoiseAugment(gp.BatchFilter):
         p: probability of applying the augment to a sample.
     """
 
+    rng_stream = RNG_STREAM
+    float_dtypes = (np.float32, np.float64)
+
     def __init__(
         self,
         raw_key: gp.ArrayKey,
@@ -73,21 +76,13 @@ class NoiseAugment(gp.BatchFilter):
             raise ConfigError(f"var must be >= 0, got {var}")
         if not 0.0 <= amount <= 1.0:
             raise ConfigError(f"amount must be in [0, 1], got {amount}")
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"p must be in [0, 1], got {p}")
         if (var == 0.0 and mode != "s&p") or (amount == 0.0 and mode == "s&p"):
             warnings.warn(f"NoiseAugment in mode '{mode}' adds no noise", stacklevel=2)
-        self.raw_key = raw_key
+        super().__init__(raw_key, p)
         self.mode = mode
         self.var = var
         self.amount = amount
         self.clip = clip
-        self.p = p
-        self._params: NoiseParams | None = None
-
-    def setup(self) -> None:
-        self.enable_autoskip()
-        self.updates(self.raw_key, self.spec[self.raw_key])
 
     def make_params(self, rng: np.random.Generator) -> NoiseParams:
         """Draw whether to apply the noise, and the seed of the noise field."""
@@ -102,21 +97,3 @@ class NoiseAugment(gp.BatchFilter):
         the same the fused augment adds while it resamples.
         """
         return add_noise(data, params.noise_seed, self.mode, self.var, self.amount, self.clip)
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        self._params = self.make_params(augment_rng(request.random_seed, RNG_STREAM))
-        deps = gp.BatchRequest()
-        deps[self.raw_key] = request[self.raw_key].copy()
-        return deps
-
-    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> None:
-        assert self._params is not None, "prepare() runs before process()"
-        if not self._params.apply:
-            return
-        raw = batch[self.raw_key]
-        if raw.data.dtype not in (np.float32, np.float64):
-            raise DataError(
-                f"NoiseAugment needs float32 or float64 raw data for {self.raw_key}, got "
-                f"{raw.data.dtype}; normalise raw before adding noise"
-            )
-        raw.data = self.apply_transform(raw.data, self._params)
