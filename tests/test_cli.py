@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,7 @@ def test_demo_runs_shortened(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "snapshots:" in result.stdout
+    assert re.search(r"mean of the last \d+ logged \d+\.\d{4}", result.stdout), result.stdout
     snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction"))
     assert snapshot.shape[0] == 3
     assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()

@@ -7,9 +7,11 @@ code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 from voltrain.errors import NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
@@ -171,13 +173,28 @@ def _report(result) -> None:
         print(result.profile_table)
     loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
     stopped = " (stopped early by a callback)" if getattr(result, "stopped_early", False) else ""
-    print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}")
+    recent = _recent_mean_loss(result.out_dir / "metrics.jsonl")
+    # one batch's loss is noisy (a batch of 1 swings by 2x); the recent mean says more
+    smoothed = f", mean of the last {recent[1]} logged {recent[0]:.4f}" if recent else ""
+    print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}{smoothed}")
     print(f"snapshots:   {result.snapshots}")
     print(f"checkpoint:  {result.checkpoint}")
     if getattr(result, "best_checkpoint", None):
         print(f"best:        {result.best_checkpoint}")
     print(f"metrics:     {result.out_dir / 'metrics.jsonl'}")
     print(f"tensorboard: {result.out_dir / 'tensorboard'}")
+
+
+def _recent_mean_loss(metrics: Path, rows: int = 10) -> tuple[float, int] | None:
+    """Mean loss of the last ``rows`` rows of metrics.jsonl, and how many there were."""
+    if not metrics.is_file():
+        return None
+    losses = []
+    for line in metrics.read_text().splitlines()[-rows:]:
+        loss = json.loads(line).get("loss") if line.strip() else None
+        if loss is not None:
+            losses.append(loss)
+    return (sum(losses) / len(losses), len(losses)) if losses else None
 
 
 def main(argv: list[str] | None = None) -> int:
