@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stock_gunpowder import (  # noqa: E402
     STAGE_OF_NODE,
     build_stock_pipeline,
+    reference_volume,
     seeded_request,
     time_stock,
 )
@@ -54,7 +55,6 @@ from voltrain.pipeline import (  # noqa: E402
 )
 from voltrain.profiling import STAGES, format_stage_table  # noqa: E402
 from voltrain.seeding import sample_seed  # noqa: E402
-from voltrain.synthetic import make_synthetic_volume  # noqa: E402
 from voltrain.tasks.affinities import AffinitiesTaskConfig  # noqa: E402
 
 INPUT_SHAPE = Coordinate(132, 132, 132)
@@ -74,25 +74,6 @@ VOLTRAIN_VARIANTS = {
     "unfused": {"chunk_cache_mb": 0, "fuse_augments": False},
     "on device": {"deform_on_device": True},
 }
-
-
-def reference_volume(directory: Path, mask_fraction: float, regenerate: bool) -> Path:
-    """The BENCHMARK.md volume with a ``mask_fraction`` mask, written unless it exists."""
-    container = directory / f"reference_mask{round(100 * mask_fraction)}.zarr"
-    if regenerate or not (container / "mask" / "zarr.json").exists():
-        start = time.perf_counter()
-        make_synthetic_volume(
-            container,
-            shape=(256, 256, 256),
-            voxel_size=(8, 8, 8),
-            offset=(400, 800, 1200),
-            num_cells=200,
-            mask_fraction=mask_fraction,
-            chunk_shape=(64, 64, 64),
-            seed=0,
-        )
-        print(f"generated {container} in {time.perf_counter() - start:.0f} s")
-    return container
 
 
 def voltrain_pipeline(container: Path, **options) -> TrainingPipeline:
