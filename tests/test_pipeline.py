@@ -15,10 +15,10 @@ from funlib.persistence import open_ds
 from voltrain.augments import parse_augment
 from voltrain.errors import ConfigError, SamplingError
 from voltrain.experiment import parse_config
+from voltrain.kernels.torch_deform import deform_raw
 from voltrain.loader import make_loader
 from voltrain.models.unet import build_model
 from voltrain.nodes.masked_random_location import MaskedRandomLocation
-from voltrain.nodes.torch_deform import deform_raw
 from voltrain.nodes.zarr_source import ZarrSource
 from voltrain.pipeline import (
     PipelineKeys,

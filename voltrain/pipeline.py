@@ -28,7 +28,7 @@ from funlib.geometry import Coordinate, Roi
 from voltrain.augments.base import AugmentConfig
 from voltrain.data import DatasetConfig, TrainingVolume, open_volume, raw_roi_for_training
 from voltrain.errors import ConfigError, DataError, unwrap_voltrain_errors
-from voltrain.nodes.chunk_cache import ChunkCache
+from voltrain.kernels.chunk_cache import ChunkCache
 from voltrain.nodes.elastic_augment import ElasticAugment
 from voltrain.nodes.fused_augment import FusedAugment
 from voltrain.nodes.intensity_augment import IntensityAugment
@@ -103,7 +103,7 @@ class TrainingPipeline:
             sample; None follows the ``VOLTRAIN_PROFILE`` environment variable.
         deform_on_device: leave raw's resampling to the training device: samples hold
             ``raw_source`` and ``raw_map`` instead of ``raw``, which
-            ``voltrain.nodes.torch_deform.deform_raw`` turns into raw there. Needs the
+            ``voltrain.kernels.torch_deform.deform_raw`` turns into raw there. Needs the
             augments to be one fusable run (elastic, then simple, intensity, noise).
     """
 

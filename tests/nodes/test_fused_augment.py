@@ -9,6 +9,7 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 from scipy import stats
 
+from voltrain.kernels.resample import VoxelOps, resample
 from voltrain.nodes.elastic_augment import ElasticAugment
 from voltrain.nodes.fused_augment import FusedAugment, mirrored_transform
 from voltrain.nodes.intensity_augment import IntensityAugment, IntensityParams
@@ -19,7 +20,6 @@ from voltrain.nodes.mirror_transpose_augment import (
     upstream_roi,
 )
 from voltrain.nodes.noise_augment import NoiseAugment, NoiseParams
-from voltrain.nodes.resample import VoxelOps, resample
 
 RAW, GT, MASK = gp.ArrayKey("RAW"), gp.ArrayKey("GT"), gp.ArrayKey("MASK")
 VOXEL = Coordinate(8, 8, 8)

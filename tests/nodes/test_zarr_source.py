@@ -6,7 +6,7 @@ import pytest
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import prepare_ds
 
-from voltrain.nodes.chunk_cache import ChunkCache
+from voltrain.kernels.chunk_cache import ChunkCache
 from voltrain.nodes.zarr_source import ZarrSource
 
 RAW = gp.ArrayKey("RAW")

@@ -12,8 +12,8 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import ConfigError
-from voltrain.nodes.augment_rng import augment_rng
-from voltrain.nodes.resample import (
+from voltrain.kernels.augment_rng import augment_rng
+from voltrain.kernels.resample import (
     WorldTransform,
     axis_angle_rotation,
     plane_rotation,
@@ -21,7 +21,7 @@ from voltrain.nodes.resample import (
     source_box,
 )
 
-# this augment's random stream (see voltrain.nodes.augment_rng)
+# this augment's random stream (see voltrain.kernels.augment_rng)
 RNG_STREAM = "elastic"
 
 

@@ -9,13 +9,21 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import ConfigError, DataError
+from voltrain.kernels.augment_rng import augment_rng
+from voltrain.kernels.resample import (
+    VoxelOps,
+    WorldTransform,
+    resample,
+    source_box,
+    source_index_map,
+)
+from voltrain.kernels.torch_deform import device_box_shape, pack_raw_map
 from voltrain.nodes import (
     elastic_augment,
     intensity_augment,
     mirror_transpose_augment,
     noise_augment,
 )
-from voltrain.nodes.augment_rng import augment_rng
 from voltrain.nodes.elastic_augment import ElasticAugment, ElasticParams
 from voltrain.nodes.intensity_augment import IntensityAugment, IntensityParams
 from voltrain.nodes.mirror_transpose_augment import (
@@ -26,14 +34,6 @@ from voltrain.nodes.mirror_transpose_augment import (
     upstream_roi,
 )
 from voltrain.nodes.noise_augment import NoiseAugment, NoiseParams
-from voltrain.nodes.resample import (
-    VoxelOps,
-    WorldTransform,
-    resample,
-    source_box,
-    source_index_map,
-)
-from voltrain.nodes.torch_deform import device_box_shape, pack_raw_map
 
 
 @dataclass(frozen=True)

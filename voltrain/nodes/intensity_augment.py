@@ -11,7 +11,7 @@ import numpy as np
 from voltrain.errors import ConfigError
 from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
 
-# this augment's random stream (see voltrain.nodes.augment_rng)
+# this augment's random stream (see voltrain.kernels.augment_rng)
 RNG_STREAM = "intensity"
 
 

@@ -11,9 +11,9 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import ConfigError
-from voltrain.nodes.augment_rng import augment_rng
+from voltrain.kernels.augment_rng import augment_rng
 
-# this augment's random stream (see voltrain.nodes.augment_rng)
+# this augment's random stream (see voltrain.kernels.augment_rng)
 RNG_STREAM = "simple"
 
 

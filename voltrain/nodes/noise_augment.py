@@ -10,10 +10,10 @@ import gunpowder as gp
 import numpy as np
 
 from voltrain.errors import ConfigError
-from voltrain.nodes.counter_rng import add_noise
+from voltrain.kernels.counter_rng import add_noise
 from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
 
-# this augment's random stream (see voltrain.nodes.augment_rng)
+# this augment's random stream (see voltrain.kernels.augment_rng)
 RNG_STREAM = "noise"
 
 NoiseMode = Literal["gaussian", "poisson", "s&p"]

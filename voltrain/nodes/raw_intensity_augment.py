@@ -6,7 +6,7 @@ import gunpowder as gp
 import numpy as np
 
 from voltrain.errors import ConfigError, DataError
-from voltrain.nodes.augment_rng import augment_rng
+from voltrain.kernels.augment_rng import augment_rng
 
 
 class RawIntensityAugment(gp.BatchFilter):

@@ -8,7 +8,7 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 from gunpowder.profiling import Timing
 
-from voltrain.nodes.chunk_cache import ChunkCache
+from voltrain.kernels.chunk_cache import ChunkCache
 
 
 class ZarrSource(gp.BatchProvider):

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
 from voltrain.errors import VoltrainError, recover_voltrain_error
+from voltrain.kernels.torch_deform import deform_raw
 from voltrain.loader import make_loader
-from voltrain.nodes.torch_deform import deform_raw
 from voltrain.pipeline import (
     DEFAULT_CHUNK_CACHE_MB,
     TrainingPipeline,

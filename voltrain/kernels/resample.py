@@ -6,7 +6,7 @@ The transform maps output world coordinates to source world coordinates::
 
 where ``d`` is interpolated (Catmull-Rom, so the field passes through the control points
 and has a continuous derivative) from displacements on a coarse control grid. The kernels
-(``voltrain.nodes.resample_kernels``) evaluate ``d`` on the fly, so no full-resolution
+(``voltrain.kernels.resample_kernels``) evaluate ``d`` on the fly, so no full-resolution
 coordinate field is ever built. Mirroring and transposing the output is one more linear
 map in front of ``T`` (``WorldTransform.precomposed``), so a whole spatial augmentation
 costs one resampling.
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voltrain.nodes.counter_rng import NOISE_MODE_CODES, NOISE_NONE, seed_key
-from voltrain.nodes.resample_kernels import position_bounds, resample_linear, resample_nearest
+from voltrain.kernels.counter_rng import NOISE_MODE_CODES, NOISE_NONE, seed_key
+from voltrain.kernels.resample_kernels import position_bounds, resample_linear, resample_nearest
 
 
 def catmull_rom_taps(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

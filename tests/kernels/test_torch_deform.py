@@ -9,13 +9,13 @@ import torch
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 
+from voltrain.kernels.resample import source_box
+from voltrain.kernels.torch_deform import deform_raw, device_box_shape
 from voltrain.nodes.elastic_augment import ElasticAugment
 from voltrain.nodes.fused_augment import FusedAugment
 from voltrain.nodes.intensity_augment import IntensityAugment
 from voltrain.nodes.mirror_transpose_augment import MirrorTransposeAugment
 from voltrain.nodes.noise_augment import NoiseAugment
-from voltrain.nodes.resample import source_box
-from voltrain.nodes.torch_deform import deform_raw, device_box_shape
 
 RAW, GT = gp.ArrayKey("RAW"), gp.ArrayKey("GT")
 SOURCE, MAP = gp.ArrayKey("RAW_SOURCE"), gp.ArrayKey("RAW_MAP")

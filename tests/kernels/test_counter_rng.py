@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from voltrain.nodes.counter_rng import NOISE_MODE_CODES, add_noise, add_noise_row, seed_key
+from voltrain.kernels.counter_rng import NOISE_MODE_CODES, add_noise, add_noise_row, seed_key
 
 
 def test_gaussian_noise_is_normal_with_the_configured_variance():

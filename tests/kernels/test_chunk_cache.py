@@ -3,7 +3,7 @@
 import numpy as np
 import zarr
 
-from voltrain.nodes.chunk_cache import ChunkCache
+from voltrain.kernels.chunk_cache import ChunkCache
 
 
 def _array(tmp_path, shape=(40, 50, 30), chunks=(16, 16, 16)):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from voltrain.nodes.counter_rng import (
+from voltrain.kernels.counter_rng import (
     _BINS,
     NOISE_GAUSSIAN,
     NOISE_POISSON,

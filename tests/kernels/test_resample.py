@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from voltrain.nodes.resample import (
+from voltrain.kernels.resample import (
     WorldTransform,
     axis_angle_rotation,
     catmull_rom_taps,

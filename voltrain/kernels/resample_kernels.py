@@ -1,4 +1,4 @@
-"""numba kernels of ``voltrain.nodes.resample``: one pass over the output, row by row.
+"""numba kernels of ``voltrain.kernels.resample``: one pass over the output, row by row.
 
 The displacement is evaluated on the fly: once per output slice the control grid is
 collapsed along z and interpolated along x, and each output row then blends four of those
@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from voltrain.nodes.counter_rng import NOISE_NONE, add_noise_row
+from voltrain.kernels.counter_rng import NOISE_NONE, add_noise_row
 
 
 @njit(cache=True, fastmath={"contract"})
