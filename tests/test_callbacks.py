@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.callbacks import Callback, EarlyStopping, Timer
 from voltrain.experiment import parse_config
 from voltrain.run import train

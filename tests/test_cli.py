@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import experiment_dict
 from funlib.persistence import open_ds, prepare_ds
 
+from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.profiling import PROFILE_ENV
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.errors import ConfigError
 from voltrain.experiment import load_config
 from voltrain.run import train

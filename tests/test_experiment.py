@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.errors import ConfigError
 from voltrain.experiment import load_config
 

@@ -7,8 +7,8 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.errors import ConfigError
 from voltrain.experiment import parse_config

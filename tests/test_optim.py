@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.errors import ConfigError
 from voltrain.experiment import parse_config
 from voltrain.optim import (

@@ -8,10 +8,10 @@ import gunpowder as gp
 import numpy as np
 import pytest
 import torch
-from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
 
+from tests.helpers import experiment_dict
 from voltrain.augments import parse_augment
 from voltrain.errors import ConfigError, SamplingError
 from voltrain.experiment import parse_config

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
-from conftest import experiment_dict
+
+from tests.helpers import experiment_dict
 
 ITERATIONS = 14
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
-from conftest import experiment_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from tests.helpers import experiment_dict
 from voltrain.callbacks import Callback
 from voltrain.cli import main
 from voltrain.errors import CheckpointError, ConfigError, NanLossError

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gunpowder as gp
 import numpy as np
 import pytest
-from intensity_pipeline import GT, MASK, RAW, SOURCES, run
 from scipy import stats
 
+from tests.helpers.intensity_pipeline import GT, MASK, RAW, SOURCES, run
 from voltrain.errors import ConfigError
 from voltrain.nodes.gamma_augment import GammaAugment, GammaParams
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from intensity_pipeline import GT, MASK, RAW, SOURCES, run
 
+from tests.helpers.intensity_pipeline import GT, MASK, RAW, SOURCES, run
 from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
 
 

@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 import pytest
-from intensity_pipeline import GT, MASK, RAW, SOURCES, run
 
+from tests.helpers.intensity_pipeline import GT, MASK, RAW, SOURCES, run
 from voltrain.errors import ConfigError
 from voltrain.nodes.noise_augment import NoiseAugment, NoiseParams
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 import yaml
 import zarr
-from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
+from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.experiment import load_config
 from voltrain.models.unet import build_model

@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.callbacks import Callback
 from voltrain.errors import NanLossError
 from voltrain.experiment import parse_config

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import experiment_dict
 from funlib.geometry import Roi
 from funlib.persistence import open_ds
 
+from tests.helpers import experiment_dict
 from voltrain.errors import ConfigError
 from voltrain.experiment import parse_config
 from voltrain.run import TrainingRun, train

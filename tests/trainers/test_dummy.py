@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.models.unet import build_model
 

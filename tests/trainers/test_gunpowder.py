@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
 
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.run import TrainingRun
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import experiment_dict
-
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.run import TrainingRun
 
