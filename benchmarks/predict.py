@@ -22,8 +22,8 @@ import yaml
 from voltrain.experiment import load_config
 from voltrain.models.unet import build_model
 from voltrain.predict import predict
+from voltrain.run.checkpoint import save_checkpoint
 from voltrain.synthetic import make_synthetic_volume
-from voltrain.trainers.checkpoint import save_checkpoint
 
 MODEL = {"num_fmaps": 6, "fmap_inc_factor": 3, "downsample_factors": [[2, 2, 2], [2, 2, 2]]}
 INPUT_SHAPE = [76, 76, 76]  # -> 36^3 output voxels

@@ -27,7 +27,7 @@ from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
 from voltrain.optim import ExponentialSweep
 from voltrain.run import TrainingRun
-from voltrain.trainers.checkpoint import load_matching_weights
+from voltrain.run.checkpoint import load_matching_weights
 
 DIVERGENCE_FACTOR = 4.0
 

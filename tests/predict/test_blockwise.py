@@ -27,7 +27,7 @@ from voltrain.models.unet import build_model
 from voltrain.predict import OutputStore, predict
 from voltrain.predict.output import RECORD_KEY, block_write_rois
 from voltrain.predict.plan import plan_prediction
-from voltrain.trainers.checkpoint import save_checkpoint
+from voltrain.run.checkpoint import save_checkpoint
 
 # The conftest volume: 64^3 voxels of 8 nm at offset (16, 32, 48); the tiny U-Net maps
 # 36^3 to 20^3 voxels, so blocks write 160 nm and read 64 nm of context on each side.

@@ -21,7 +21,7 @@ from voltrain.experiment import ExperimentConfig, load_config
 from voltrain.models.unet import build_model, output_shape
 from voltrain.predict.output import split_container
 from voltrain.predict.spec import PredictionSpec, parse_roi
-from voltrain.trainers.checkpoint import load_checkpoint, load_model_state
+from voltrain.run.checkpoint import load_checkpoint, load_model_state
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from voltrain.nodes.predict import Predict
 from voltrain.nodes.zarr_source import ZarrSource
 from voltrain.predict.output import OutputStore
 from voltrain.predict.spec import PredictionSpec
-from voltrain.trainers.checkpoint import load_checkpoint, load_model_state
+from voltrain.run.checkpoint import load_checkpoint, load_model_state
 
 logger = logging.getLogger(__name__)
 

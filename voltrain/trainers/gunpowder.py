@@ -23,12 +23,12 @@ from voltrain.pipeline import (
     open_training_volumes,
 )
 from voltrain.profiling import StageProfile, profiling_enabled
+from voltrain.run.snapshot import SnapshotArray, write_snapshot
 from voltrain.trainers.base import Trainer, TrainingBatch
-from voltrain.trainers.blockwise_validation import BlockwiseValidator
 from voltrain.trainers.config import TrainerConfig
-from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
 from voltrain.trainers.step import StepResult
-from voltrain.trainers.validation import Validator
+from voltrain.validation.blockwise import BlockwiseValidator
+from voltrain.validation.samples import Validator
 
 
 class GunpowderTrainerConfig(TrainerConfig):

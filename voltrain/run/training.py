@@ -37,8 +37,7 @@ from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
 from voltrain.models.unet import build_model
-from voltrain.tensorboard import MetricsLogger, truncate_metrics
-from voltrain.trainers.checkpoint import (
+from voltrain.run.checkpoint import (
     BEST_NAME,
     atomic_save,
     capture_rng_state,
@@ -51,8 +50,9 @@ from voltrain.trainers.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from voltrain.trainers.checkpoint_callbacks import BestValidation, CheckpointSchedule
-from voltrain.trainers.resume import check_resumable
+from voltrain.run.checkpoint_callbacks import BestValidation, CheckpointSchedule
+from voltrain.run.resume import check_resumable
+from voltrain.tensorboard import MetricsLogger, truncate_metrics
 
 logger = logging.getLogger(__name__)
 

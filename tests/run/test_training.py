@@ -16,7 +16,7 @@ from voltrain.errors import CheckpointError, ConfigError, NanLossError
 from voltrain.experiment import load_config, parse_config
 from voltrain.predict.plan import training_voxel_size
 from voltrain.run import TrainingRun, train
-from voltrain.trainers.checkpoint import list_checkpoints
+from voltrain.run.checkpoint import list_checkpoints
 
 
 def _raw(volume, validate=False, **trainer) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from voltrain.errors import CheckpointError
-from voltrain.trainers.checkpoint import (
+from voltrain.run.checkpoint import (
     BEST_NAME,
     atomic_save,
     capture_rng_state,
