@@ -53,7 +53,7 @@ from voltrain.pipeline import (  # noqa: E402
     compute_sampling_maps,
     open_training_volumes,
 )
-from voltrain.profiling import STAGES, format_stage_table  # noqa: E402
+from voltrain.profiling import PROFILE_ENV, STAGES, format_stage_table  # noqa: E402
 from voltrain.seeding import sample_seed  # noqa: E402
 from voltrain.tasks.affinities import AffinitiesTaskConfig  # noqa: E402
 
@@ -104,7 +104,8 @@ class VoltrainSide:
     """Draws voltrain samples in this process, timing each and its stages."""
 
     def __init__(self, container: Path, **options):
-        self.pipeline = voltrain_pipeline(container, profile=True, **options)
+        os.environ[PROFILE_ENV] = "1"  # per-stage timings in each sample
+        self.pipeline = voltrain_pipeline(container, **options)
         self.pipeline.build()
         self.next_index = 0
 

@@ -25,7 +25,7 @@ from voltrain.pipeline import (
     augment_nodes,
     open_training_volumes,
 )
-from voltrain.profiling import STAGES
+from voltrain.profiling import PROFILE_ENV, STAGES
 
 ELASTIC = {
     "type": "elastic",
@@ -158,11 +158,12 @@ def test_chunk_cache_and_fusion_do_not_change_what_is_read(volume):
     assert cached._chunk_cache.hits > 0
 
 
-def test_profiling_adds_the_time_of_each_stage(volume):
+def test_profiling_adds_the_time_of_each_stage(volume, monkeypatch):
     trainer = _trainer(volume, augments=REFERENCE_AUGMENTS)
-    pipeline = dataclasses.replace(trainer.pipeline, profile=True)
+    monkeypatch.setenv(PROFILE_ENV, "0")
     assert "stage_ms" not in trainer.pipeline.request_sample(0)
-    sample = pipeline.request_sample(0)
+    monkeypatch.setenv(PROFILE_ENV, "1")
+    sample = trainer.pipeline.request_sample(0)
     stage_ms = dict(zip(STAGES, sample["stage_ms"], strict=True))
     assert stage_ms["read"] > 0 and stage_ms["deform"] > 0 and stage_ms["target"] > 0
     assert sum(stage_ms.values()) == pytest.approx(1000 * sample["sample_seconds"], rel=0.01)

@@ -3,6 +3,8 @@
 A trainer calls, on every callback in order:
 
 - ``on_train_begin(trainer)`` when it is entered (``with trainer:``),
+- ``wants_snapshot(iteration)`` before every step; if any returns True, the trainer keeps
+  the first sample's arrays of that step in ``stats.snapshot``,
 - ``on_step_end(stats)`` after every iteration; returning True asks the trainer to stop
   (``trainer.stop_requested`` is then set and ``iterate`` ends after yielding ``stats``),
 - ``on_snapshot(iteration, path, arrays)`` after writing a snapshot,
@@ -18,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +30,9 @@ from pydantic import Field
 from voltrain.config import StrictModel
 
 if TYPE_CHECKING:
-    from voltrain.trainers.base import Trainer, TrainingIterationStats
+    # Only the stats record: the trainer itself is passed as ``Any`` so that this contract
+    # stays below the trainers that call it.
+    from voltrain.trainers.stats import TrainingIterationStats
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +42,13 @@ class Callback:
 
     state_key: str | None = None
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         """Training starts (the trainer is entered)."""
+
+    def wants_snapshot(self, iteration: int) -> bool:
+        """Whether the step that produces ``iteration`` should keep its arrays for a
+        snapshot (``stats.snapshot``); asked before the step."""
+        return False
 
     def on_step_end(self, stats: TrainingIterationStats) -> bool:
         """An iteration ended; return True to stop training."""
@@ -51,7 +60,7 @@ class Callback:
     def on_checkpoint(self, iteration: int, path: Path) -> None:
         """A checkpoint was written to ``path``."""
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: Any) -> None:
         """Training ends (the trainer is left, normally or by an error)."""
 
     def state_dict(self) -> dict:
@@ -151,7 +160,7 @@ class Timer(Callback):
         self.elapsed = 0.0
         self.iterations = 0
 
-    def on_train_begin(self, trainer: Trainer) -> None:
+    def on_train_begin(self, trainer: Any) -> None:
         self.start = time.monotonic()
         self.iterations = 0
 
@@ -167,7 +176,7 @@ class Timer(Callback):
             return True
         return False
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: Any) -> None:
         if self.start is not None:
             self.elapsed = time.monotonic() - self.start
         per_iteration = self.elapsed / self.iterations if self.iterations else math.nan
@@ -177,60 +186,3 @@ class Timer(Callback):
             self.elapsed,
             per_iteration,
         )
-
-
-class PeriodicCheckpoint(Callback):
-    """Calls ``save`` every ``interval`` iterations and/or every ``seconds`` seconds.
-
-    Args:
-        save: writes a checkpoint (returns its path).
-        interval: iterations between checkpoints (0: none by iteration).
-        seconds: seconds between checkpoints (None: none by time).
-    """
-
-    def __init__(self, save: Callable[[], Any], interval: int = 0, seconds: float | None = None):
-        self.save = save
-        self.interval = interval
-        self.seconds = seconds
-        self.last_save = time.monotonic()
-
-    def on_train_begin(self, trainer: Trainer) -> None:
-        self.last_save = time.monotonic()
-
-    def on_step_end(self, stats: TrainingIterationStats) -> bool:
-        by_iteration = self.interval > 0 and stats.iteration % self.interval == 0
-        by_time = self.seconds is not None and time.monotonic() - self.last_save >= self.seconds
-        if by_iteration or by_time:
-            self.save()
-            self.last_save = time.monotonic()
-        return False
-
-
-class BestCheckpoint(Callback):
-    """Calls ``save(value)`` whenever the validation ``metric`` reaches a new best.
-
-    Args:
-        save: writes the best checkpoint, given the metric's value.
-        metric: the validation result that decides (smaller is better).
-    """
-
-    state_key = "best_checkpoint"
-
-    def __init__(self, save: Callable[[float], Any], metric: str = "validation_loss"):
-        self.save = save
-        self.metric = metric
-        self.best = math.inf
-
-    def on_step_end(self, stats: TrainingIterationStats) -> bool:
-        if stats.validation and self.metric in stats.validation:
-            value = float(stats.validation[self.metric])
-            if value < self.best:
-                self.best = value
-                self.save(value)
-        return False
-
-    def state_dict(self) -> dict:
-        return {"best": self.best}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best = state["best"]

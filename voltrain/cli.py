@@ -12,9 +12,13 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voltrain.errors import NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
+
+if TYPE_CHECKING:
+    from voltrain.run import RunResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -168,18 +172,18 @@ def _lr_find(args: argparse.Namespace) -> None:
     print(describe(result))
 
 
-def _report(result) -> None:
-    if getattr(result, "profile_table", None):
+def _report(result: RunResult) -> None:
+    if result.profile_table:
         print(result.profile_table)
     loss = "n/a" if result.last_loss is None else f"{result.last_loss:.4f}"
-    stopped = " (stopped early by a callback)" if getattr(result, "stopped_early", False) else ""
+    stopped = " (stopped early by a callback)" if result.stopped_early else ""
     recent = _recent_mean_loss(result.out_dir / "metrics.jsonl")
     # one batch's loss is noisy (a batch of 1 swings by 2x); the recent mean says more
     smoothed = f", mean of the last {recent[1]} logged {recent[0]:.4f}" if recent else ""
     print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}{smoothed}")
     print(f"snapshots:   {result.snapshots}")
     print(f"checkpoint:  {result.checkpoint}")
-    if getattr(result, "best_checkpoint", None):
+    if result.best_checkpoint:
         print(f"best:        {result.best_checkpoint}")
     print(f"metrics:     {result.out_dir / 'metrics.jsonl'}")
     print(f"tensorboard: {result.out_dir / 'tensorboard'}")

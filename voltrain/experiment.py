@@ -1,4 +1,4 @@
-"""The experiment YAML: ``data``, ``model``, ``task`` and ``trainer`` sections.
+"""The experiment YAML: ``data``, ``input``, ``model``, ``task`` and ``trainer`` sections.
 
 ``load_config`` turns every problem with the file into a one-line ``ConfigError`` naming the
 file and the config key.
@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError, field_validator
 from voltrain.config import StrictModel
 from voltrain.data import DataConfig
 from voltrain.errors import ConfigError
+from voltrain.inference import InputConfig, merge_input
 from voltrain.models.unet import UNetConfig
 from voltrain.tasks import TaskConfigs
 from voltrain.trainers import TrainerConfigs
@@ -24,6 +25,7 @@ class ExperimentConfig(StrictModel):
     """One training experiment, as written in its YAML file."""
 
     data: DataConfig
+    input: InputConfig = Field(default_factory=InputConfig)
     model: UNetConfig = Field(default_factory=UNetConfig)
     task: TaskConfigs
     trainer: TrainerConfigs
@@ -43,6 +45,18 @@ class ExperimentConfig(StrictModel):
         ok, message = self.trainer.verify()
         if not ok:
             raise ConfigError(message)
+        legacy = self.trainer.legacy_input()
+        if self.input.normalize_factor is not None and legacy.normalize_factor is not None:
+            raise ConfigError(
+                "input.normalize_factor and trainer.normalize_factor: give only "
+                "input.normalize_factor (trainer.normalize_factor is its older spelling)"
+            )
+        self.trainer.check_input(self.input)
+
+    def resolved_input(self) -> InputConfig:
+        """What the network sees of raw, in training, validation and prediction: the
+        ``input`` section completed by the trainer section's older keys."""
+        return merge_input(self.input, self.trainer.legacy_input())
 
     def to_yaml(self) -> str:
         data = self.model_dump(mode="json", by_alias=True)

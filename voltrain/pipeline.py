@@ -4,6 +4,7 @@ Graph, per dataset and then shared::
 
     ZarrSource(raw, padded) + ZarrSource(gt, padded) + mask source  -> MergeProvider
       -> MaskedRandomLocation -> Normalize(raw) -> augments, in config order
+      -> fixed intensity maps (``input.intensity_maps``)
     (one branch per dataset) -> WeightedChoice -> task target and weights -> MinMaskedReject
 
 With ``fuse_augments`` (the default), an elastic augment and the mirror/transpose,
@@ -28,6 +29,7 @@ from funlib.geometry import Coordinate, Roi
 from voltrain.augments.base import AugmentConfig
 from voltrain.data import DatasetConfig, TrainingVolume, open_volume, raw_roi_for_training
 from voltrain.errors import ConfigError, DataError, unwrap_voltrain_errors
+from voltrain.inference import IntensityMap, intensity_map_nodes
 from voltrain.kernels.chunk_cache import ChunkCache
 from voltrain.nodes.elastic_augment import ElasticAugment
 from voltrain.nodes.fused_augment import FusedAugment
@@ -95,12 +97,11 @@ class TrainingPipeline:
         sampling_maps: one per dataset, from ``compute_sampling_maps``.
         max_attempts: samples drawn per request before a ``SamplingError``.
         normalize_factor: raw is multiplied by it; None picks 1/255 for uint8 etc.
+        intensity_maps: fixed maps applied to raw after the augments (``input``).
         fuse_augments: run an elastic augment and the mirror/transpose, intensity and
             noise augments that directly follow it as one ``FusedAugment``.
         chunk_cache_mb: MiB of decoded zarr chunks each loader worker keeps; 0 decodes
             every read afresh.
-        profile: add per-stage timings (``stage_ms``, see ``voltrain.profiling``) to each
-            sample; None follows the ``VOLTRAIN_PROFILE`` environment variable.
         deform_on_device: leave raw's resampling to the training device: samples hold
             ``raw_source`` and ``raw_map`` instead of ``raw``, which
             ``voltrain.kernels.torch_deform.deform_raw`` turns into raw there. Needs the
@@ -117,10 +118,10 @@ class TrainingPipeline:
     sampling_maps: list[SamplingMap]
     max_attempts: int = 100
     normalize_factor: float | None = None
+    intensity_maps: list[IntensityMap] = field(default_factory=list)
     keys: PipelineKeys = field(default_factory=PipelineKeys)
     fuse_augments: bool = True
     chunk_cache_mb: float = DEFAULT_CHUNK_CACHE_MB
-    profile: bool | None = None
     deform_on_device: bool = False
 
     def __post_init__(self):
@@ -185,7 +186,7 @@ class TrainingPipeline:
         nodes = augment_nodes(
             self.augments, keys, self.fuse_augments, self.normalize_factor, device_keys
         )
-        for node in nodes:
+        for node in nodes + intensity_map_nodes(keys.raw, self.intensity_maps):
             branch += node
         return branch
 
@@ -234,7 +235,7 @@ class TrainingPipeline:
             del sample["raw"]
             sample["raw_source"] = batch[keys.raw_source].data
             sample["raw_map"] = batch[keys.raw_map].data
-        if self.profile or (self.profile is None and profiling_enabled()):
+        if profiling_enabled():
             sample["stage_ms"] = stage_ms(batch, seconds)
         return sample
 
@@ -279,6 +280,14 @@ def augment_nodes(
     if not out:
         out.append(gp.Normalize(keys.raw, factor=normalize_factor))
     return out
+
+
+def check_deform_on_device(augments: Sequence[AugmentConfig], fuse: bool) -> None:
+    """``ConfigError`` unless ``augments`` can run as the one fused pass that
+    ``deform_on_device`` needs (checked when the config is read, before anything is
+    written; the same rule ``augment_nodes`` applies)."""
+    keys = PipelineKeys()
+    augment_nodes(augments, keys, fuse, None, (keys.raw_source, keys.raw_map))
 
 
 def _device_fused(nodes, keys, fuse, normalize_factor, device_keys) -> FusedAugment:

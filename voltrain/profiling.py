@@ -1,9 +1,9 @@
 """Where the data pipeline spends its time: per-stage milliseconds of each sample.
 
 Switched on by ``voltrain train --profile``, which sets ``VOLTRAIN_PROFILE=1`` before the
-loader workers are spawned (they inherit the environment), or by
-``TrainingPipeline(profile=True)``. Each sample then carries ``stage_ms``: one float64 per
-entry of ``STAGES``, from gunpowder's own timing of every node, grouped by node type:
+loader workers are spawned (they inherit the environment). Each sample then carries
+``stage_ms``: one float64 per entry of ``STAGES``, from gunpowder's own timing of every
+node, grouped by node type:
 
 - ``read``: zarr reads (and ``Normalize`` when it runs on its own);
 - ``sample``: drawing the location;

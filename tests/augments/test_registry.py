@@ -142,7 +142,7 @@ def test_entry_point_plugin_is_found_and_its_node_works(
 
     plugin = sys.modules[PLUGIN_MODULE]
     assert type(config) is plugin.InvertConfig
-    assert type(config).registered_name == "plugin_invert"
+    assert base._REGISTRY["plugin_invert"] is plugin.InvertConfig
     raw, gt, mask = gp.ArrayKey("RAW"), gp.ArrayKey("GT"), gp.ArrayKey("MASK")
     data = np.linspace(0, 1, 64, dtype=np.float32).reshape(4, 4, 4)
     pipeline = gp.ArraySource(raw, Array(data, voxel_size=(1, 1, 1))) + config.node(raw, gt, mask)

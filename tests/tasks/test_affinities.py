@@ -17,7 +17,7 @@ def sample(channels=3, seed=0):
     return logits, target, weight
 
 
-def test_config_is_chosen_by_type_and_sets_channels_and_context():
+def test_config_is_chosen_by_type_and_sets_channels():
     config = TypeAdapter(TaskConfigs).validate_python(
         {"type": "affinities", "neighborhood": [[-1, 0, 0], [0, -3, 0], [0, 2, -9], [0, 0, 1]]}
     )
@@ -25,14 +25,13 @@ def test_config_is_chosen_by_type_and_sets_channels_and_context():
     task = config.build()
     assert isinstance(task, AffinitiesTask)
     assert task.num_channels == 4
-    assert task.context == (1, 3, 9)
     node = task.target_node(*(gp.ArrayKey(n) for n in ("G", "M", "T", "W")))
     assert isinstance(node, AffinityTarget)
 
 
 def test_default_is_nearest_neighbour_affinities():
     task = AffinitiesTaskConfig().build()
-    assert task.num_channels == 3 and task.context == (1, 1, 1)
+    assert task.num_channels == 3
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ def test_config_is_chosen_by_type_and_builds_a_one_channel_task():
     assert isinstance(config, BinaryTaskConfig) and config.balance_weights
     task = config.build()
     assert isinstance(task, BinaryTask)
-    assert task.num_channels == 1 and task.context == (0, 0, 0)
+    assert task.num_channels == 1
     node = task.target_node(*(gp.ArrayKey(n) for n in ("G", "M", "T", "W")))
     assert isinstance(node, BinaryTarget)
     with pytest.raises(ValidationError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any
 
 import gunpowder as gp
 from pydantic import Field
@@ -37,8 +37,6 @@ class AugmentConfig(StrictModel):
     type: str
     p: float = Field(1.0, ge=0.0, le=1.0, description="probability of applying the augment")
 
-    registered_name: ClassVar[str | None] = None
-
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey
     ) -> gp.BatchFilter:
@@ -58,7 +56,6 @@ def register_augment(name: str) -> Callable[[type[AugmentConfig]], type[AugmentC
                 f"augment type '{name}' is already registered by "
                 f"{existing.__module__}.{existing.__qualname__}"
             )
-        cls.registered_name = name
         _REGISTRY[name] = cls
         return cls
 

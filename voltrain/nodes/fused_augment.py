@@ -10,6 +10,7 @@ from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import ConfigError, DataError
 from voltrain.kernels.augment_rng import augment_rng
+from voltrain.kernels.normalize import normalize_factor_for
 from voltrain.kernels.resample import (
     VoxelOps,
     WorldTransform,
@@ -125,21 +126,7 @@ class FusedAugment(gp.BatchFilter):
         self.enable_autoskip()
 
     def _raw_factor(self, dtype) -> float:
-        if not self.normalize:
-            return 1.0
-        if self.normalize_factor is not None:
-            return float(self.normalize_factor)
-        dtype = np.dtype(dtype)
-        if dtype == np.uint8:
-            return 1.0 / 255
-        if dtype == np.uint16:
-            return 1.0 / 65535
-        if np.issubdtype(dtype, np.floating):
-            return 1.0
-        raise ConfigError(
-            f"raw has dtype {dtype}, which has no automatic normalisation; set "
-            "trainer.normalize_factor"
-        )
+        return normalize_factor_for(dtype, self.normalize_factor) if self.normalize else 1.0
 
     def make_params(self, request: gp.BatchRequest) -> tuple[FusedParams, dict]:
         """Draw every component's parameters; also return the ROIs the elastic node sees.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,9 @@ import zarr
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
+from voltrain.atomic import atomic_write
 from voltrain.errors import ConfigError
+from voltrain.inference import tile_roi
 from voltrain.predict.spec import PredictionSpec
 
 RECORD_KEY = "voltrain_predict"
@@ -52,13 +53,7 @@ def split_container(path: str, key: str = "--output") -> tuple[Path, str]:
 
 def block_write_rois(spec: PredictionSpec) -> list[Roi]:
     """The output ROI of every block, tiling the ROI from its offset (the last may overhang)."""
-    roi = spec.roi
-    block_shape = spec.block_write_roi.shape
-    counts = [-(-size // block) for size, block in zip(roi.shape, block_shape, strict=True)]
-    rois = []
-    for index in np.ndindex(*counts):
-        rois.append(Roi(roi.begin + Coordinate(index) * block_shape, block_shape))
-    return rois
+    return tile_roi(spec.roi, spec.block_write_roi.shape)
 
 
 def _block_name(write_roi: Roi) -> str:
@@ -191,14 +186,7 @@ class OutputStore:
 
 def _write_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that ``path`` never exists half-written."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda file: file.write(text.encode()), durable=False)
 
 
 class BlockIsDone:

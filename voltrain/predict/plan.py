@@ -18,6 +18,7 @@ from funlib.persistence import Array
 from voltrain.data import open_array
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import ExperimentConfig, load_config
+from voltrain.inference import check_centred, resolve_device
 from voltrain.models.unet import build_model, output_shape
 from voltrain.predict.output import split_container
 from voltrain.predict.spec import PredictionSpec, parse_roi
@@ -39,27 +40,21 @@ def plan_prediction(
     worker_command: list[str] | None = None,
 ) -> PredictionSpec:
     """Check config, checkpoint, input, ROI and output path; return the prediction's spec."""
-    from voltrain.run import resolve_device
-
     config = load_config(config_path)
     task = config.task.build()
     input_shape = Coordinate(config.trainer.input_shape)
     out_shape = output_shape(config.model, input_shape)
-    if any((i - o) % 2 for i, o in zip(input_shape, out_shape, strict=True)):
-        raise ConfigError(
-            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
-            "number of voxels on some axis; blocks could not be centred"
-        )
+    check_centred(input_shape, out_shape, "trainer.input_shape")
     checkpoint = str(Path(checkpoint).resolve())
     state = load_checkpoint(Path(checkpoint))
     load_model_state(build_model(config.model, 1, task.num_channels), state, checkpoint)
     raw = open_array(str(Path(input_path).resolve()), "--input")
     _check_voxel_size(raw, config, state, checkpoint, input_path)
-    normalize_factor = getattr(config.trainer, "normalize_factor", None)
-    if normalize_factor is None and raw.dtype not in AUTO_NORMALIZED_DTYPES:
+    raw_input = config.resolved_input()
+    if raw_input.normalize_factor is None and raw.dtype not in AUTO_NORMALIZED_DTYPES:
         raise DataError(
             f"--input '{input_path}': dtype {raw.dtype} has no automatic normalisation; set "
-            "trainer.normalize_factor in the config"
+            "input.normalize_factor in the config"
         )
     roi = _checked_roi(roi, raw, input_path)
     output_path = str(Path(output_path).resolve())
@@ -79,8 +74,8 @@ def plan_prediction(
         input_shape=list(input_shape),
         output_shape=list(out_shape),
         num_channels=task.num_channels,
-        normalize_factor=normalize_factor,
-        intensity_maps=_intensity_maps(config),
+        normalize_factor=raw_input.normalize_factor,
+        intensity_maps=[(m.scale, m.shift) for m in raw_input.intensity_maps],
         device=device,
         cpu_threads=cpu_threads,
         worker_command=worker_command,
@@ -142,24 +137,6 @@ def _checked_roi(roi: str | Roi | None, raw: Array, input_path: str) -> Roi:
             f"--roi {text}: ROI {roi} is not inside the input '{input_path}' ROI {raw.roi}"
         )
     return roi
-
-
-def _intensity_maps(config: ExperimentConfig) -> list[tuple[float, float]]:
-    """Fixed intensity maps the network saw on every sample; prediction applies them too."""
-    maps = []
-    for index, augment in enumerate(getattr(config.trainer, "augments", [])):
-        if augment.type != "intensity_scale_shift":
-            continue
-        if augment.p < 1:
-            logger.warning(
-                "trainer.augments[%d]: intensity_scale_shift with p=%s is not applied at "
-                "prediction (only p=1 maps are)",
-                index,
-                augment.p,
-            )
-            continue
-        maps.append((augment.scale, augment.shift))
-    return maps
 
 
 def _file_sha256(path: Path) -> str:

@@ -1,9 +1,8 @@
 """A prediction worker: build the model and the gunpowder graph once, then predict block
 after block handed out by the daisy server.
 
-Graph::
-
-    ZarrSource(raw, zeros outside the input) -> Normalize -> intensity maps -> Predict
+Graph: ``voltrain.inference.inference_graph`` (raw, zeros outside the input -> normalise
+-> fixed intensity maps -> network).
 
 Every block's prediction is written to the output array and then marked done; a block
 that raises is marked failed (the server retries it) and its error recorded, and the
@@ -22,11 +21,8 @@ import torch
 from funlib.geometry import Roi
 from funlib.persistence import open_ds
 
-from voltrain.errors import ConfigError
+from voltrain.inference import InputConfig, IntensityMap, inference_graph, resolve_device
 from voltrain.models.unet import build_model
-from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
-from voltrain.nodes.predict import Predict
-from voltrain.nodes.zarr_source import ZarrSource
 from voltrain.predict.output import OutputStore
 from voltrain.predict.spec import PredictionSpec
 from voltrain.run.checkpoint import load_checkpoint, load_model_state
@@ -35,18 +31,6 @@ logger = logging.getLogger(__name__)
 
 RAW = gp.ArrayKey("RAW")
 PREDICTION = gp.ArrayKey("PREDICTION")
-
-
-def worker_device(name: str, worker_id: int) -> torch.device:
-    """The device of one worker: with several GPUs and no index given, GPU worker_id % n."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0:
-            raise ConfigError("--device cuda: no CUDA device is visible to this worker")
-        return torch.device(f"cuda:{worker_id % count}")
-    return torch.device(name)
 
 
 def available_cores() -> int:
@@ -73,13 +57,21 @@ class BlockPredictor:
         model = build_model(spec.model, 1, task.num_channels)
         load_model_state(model, state, spec.checkpoint)
         self.model = model.to(device).eval()
-        pipeline = ZarrSource(RAW, open_ds(spec.input, mode="r"), interpolatable=True)
-        pipeline += gp.Normalize(RAW, factor=spec.normalize_factor)
-        for scale, shift in spec.intensity_maps:
-            pipeline += IntensityScaleShift(RAW, scale=scale, shift=shift)
-        pipeline += Predict(self.model, RAW, PREDICTION, spec.context, task.activation, device)
-        self.pipeline = pipeline
-        self._build = gp.build(pipeline)
+        input_config = InputConfig(
+            normalize_factor=spec.normalize_factor,
+            intensity_maps=[IntensityMap(scale=a, shift=b) for a, b in spec.intensity_maps],
+        )
+        self.pipeline = inference_graph(
+            open_ds(spec.input, mode="r"),
+            RAW,
+            PREDICTION,
+            self.model,
+            input_config,
+            spec.context,
+            task.activation,
+            device,
+        )
+        self._build = gp.build(self.pipeline)
 
     def __enter__(self) -> BlockPredictor:
         self._build.__enter__()
@@ -104,7 +96,7 @@ def run_worker(spec: PredictionSpec, context=None) -> None:
 
     context = daisy.Context.from_env() if context is None else context
     worker_id = int(context["worker_id"])
-    device = worker_device(spec.device, worker_id)
+    device = resolve_device(spec.device, worker_id)
     if device.type == "cpu":
         # Several workers on one machine share its cores instead of oversubscribing them.
         torch.set_num_threads(spec.cpu_threads or available_cores())

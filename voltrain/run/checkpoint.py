@@ -7,16 +7,15 @@ A run's checkpoints are ``iteration_XXXXXXXX.pt``; the best one by validation lo
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from voltrain.atomic import atomic_write
 from voltrain.errors import CheckpointError
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
@@ -38,25 +37,7 @@ def atomic_save(final: Path, state: dict) -> Path:
     A process killed while writing leaves only a temporary file, never a truncated
     checkpoint under the final name.
     """
-    final = Path(final)
-    directory = final.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
-    return final
+    return atomic_write(final, lambda file: torch.save(state, file), durable=True)
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

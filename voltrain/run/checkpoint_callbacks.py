@@ -1,24 +1,25 @@
-"""The callbacks that write a run's checkpoints: periodically and on a new best validation.
+"""The callbacks that write a run's checkpoints: on a schedule and on a new best validation.
 
-With several ranks, writing a checkpoint is a collective step (the ranks compare their
-weights first, see ``voltrain.distributed.verify_replicas``), so every rank must decide to
-checkpoint at the same iteration. By iteration they do anyway; by time, rank 0's clock
-decides at logging iterations; by validation, the results are the same on every rank.
+With several ranks, writing a checkpoint is a collective step, so every rank decides to
+checkpoint at the same iteration (see ``voltrain.run.schedule``); by validation, the
+results are the same on every rank.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from voltrain import distributed
-from voltrain.callbacks import BestCheckpoint, PeriodicCheckpoint
-from voltrain.trainers.stats import TrainingIterationStats
+from voltrain.callbacks import Callback
+from voltrain.run.schedule import Every
+
+if TYPE_CHECKING:
+    # The type only: the trainers import these callbacks.
+    from voltrain.trainers.stats import TrainingIterationStats
 
 
-class CheckpointSchedule(PeriodicCheckpoint):
+class CheckpointSchedule(Every):
     """Calls ``save`` every ``interval`` iterations and/or every ``seconds`` seconds, at
     the same iteration on every rank.
 
@@ -29,21 +30,15 @@ class CheckpointSchedule(PeriodicCheckpoint):
             rank 0's clock is read at logging iterations only.
     """
 
-    def on_step_end(self, stats: TrainingIterationStats) -> bool:
-        if not distributed.is_distributed():
-            return super().on_step_end(stats)
-        by_iteration = self.interval > 0 and stats.iteration % self.interval == 0
-        by_time = False
-        if self.seconds is not None and stats.log_due:
-            due = time.monotonic() - self.last_save >= self.seconds
-            by_time = distributed.main_decides(due)
-        if by_iteration or by_time:
-            self.save()
-            self.last_save = time.monotonic()
-        return False
+    def __init__(self, save: Callable[[], Any], interval: int = 0, seconds: float | None = None):
+        super().__init__(interval, seconds)
+        self.save = save
+
+    def write(self, stats: TrainingIterationStats) -> None:
+        self.save()
 
 
-class BestValidation(BestCheckpoint):
+class BestValidation(Callback):
     """Calls ``save(results)`` whenever the validation ``metric`` reaches a new best.
 
     Args:
@@ -53,13 +48,17 @@ class BestValidation(BestCheckpoint):
             finite is never the best.
     """
 
+    state_key = "best_checkpoint"
+
     def __init__(
         self,
         save: Callable[[dict[str, float]], Any],
         metric: str = "validation_loss",
         mode: Literal["min", "max"] = "min",
     ):
-        super().__init__(save, metric)
+        self.save = save
+        self.metric = metric
+        self.best = math.inf
         # ``best`` is kept as sign * value, so a smaller number is always better.
         self.sign = 1.0 if mode == "min" else -1.0
 

@@ -37,6 +37,10 @@ def changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     for key in sorted(set(old) | set(new), key=str):
         path = f"{prefix}{key}"
         a, b = old.get(key), new.get(key)
+        if key not in old and _empty(b):
+            continue  # a key newer than the checkpoint, at its empty default (``input``)
+        if key not in old and isinstance(b, dict) and all(_empty(v) for v in b.values()):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             changed += changed_keys(a, b, path + ".")
         elif a != b:
@@ -69,3 +73,7 @@ def check_resumable(state: dict, path: Path, config: dict, world_size: int) -> N
             f"{', '.join(changed)}; resuming would not continue the same training. "
             f"Restore those keys, or start a new run with trainer.weights_from: {path}"
         )
+
+
+def _empty(value) -> bool:
+    return value is None or value == [] or value == {}

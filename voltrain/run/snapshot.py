@@ -1,4 +1,6 @@
-"""Writing training snapshots: the arrays of one sample at one iteration, as zarr.
+"""Training snapshots: the arrays of one sample at one iteration, written as zarr every
+``snapshot_interval`` iterations by ``SnapshotSchedule`` (as checkpoints are by
+``CheckpointSchedule``: both are ``voltrain.run.schedule.Every``).
 
 Layout: ``snapshots.zarr/<iteration>/<array>``. Every array is compressed (zstd through
 blosc) and carries ``voxel_size``, ``offset`` (world units, spatial axes only),
@@ -11,10 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+
+from voltrain import distributed
+from voltrain.run.schedule import Every
+
+if TYPE_CHECKING:
+    # The type only: the trainers import this module to snapshot.
+    from voltrain.trainers.stats import TrainingIterationStats
 
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 
@@ -53,3 +63,33 @@ def write_snapshot(
             overwrite=True,
         )
     return Path(container) / str(iteration)
+
+
+class SnapshotSchedule(Every):
+    """Writes the first sample of every ``interval``-th iteration to ``container`` (rank 0
+    only) and tells the trainer's callbacks (``on_snapshot``).
+
+    Args:
+        container: the snapshots' zarr container, ``<run>/snapshots.zarr``.
+        interval: iterations between snapshots (0: none).
+    """
+
+    def __init__(self, container: str | Path, interval: int):
+        super().__init__(interval)
+        self.container = Path(container)
+        self._trainer: Any = None
+
+    def wants_snapshot(self, iteration: int) -> bool:
+        return distributed.is_main() and self.due_at(iteration)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        super().on_train_begin(trainer)
+        self._trainer = trainer
+
+    def write(self, stats: TrainingIterationStats) -> None:
+        if stats.snapshot is None:
+            return
+        path = write_snapshot(self.container, stats.iteration, stats.snapshot)
+        arrays = {name: array.data for name, array in stats.snapshot.items()}
+        if self._trainer is not None:
+            self._trainer.notify_snapshot(stats.iteration, path, arrays)

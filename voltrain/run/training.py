@@ -36,6 +36,7 @@ from voltrain import distributed
 from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
+from voltrain.inference import resolve_device
 from voltrain.models.unet import build_model
 from voltrain.run.checkpoint import (
     BEST_NAME,
@@ -72,15 +73,6 @@ class RunResult:
     profile_table: str | None = None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
-
-
 def config_hash(config: ExperimentConfig) -> str:
     return hashlib.sha256(config.to_yaml().encode()).hexdigest()[:16]
 
@@ -115,6 +107,7 @@ class TrainingRun:
         self.task = config.task.build()
         self.model = build_model(config.model, 1, self.task.num_channels).to(self.device)
         self.trainer = config.trainer.build()
+        self.trainer.input = config.input
         for callback in callbacks:
             self.trainer.add_callback(callback)
         self.optimizer = self.trainer.create_optimizer(self.model)
@@ -196,7 +189,7 @@ class TrainingRun:
             raise ConfigError("trainer.early_stopping needs datasets in data.validate")
         if not validating:
             return
-        if not hasattr(self.trainer, "build_validation_provider"):
+        if not self.trainer.can_validate:
             logger.warning("trainer type '%s' does not validate", trainer_config.type)
             return
         self._check_validation_metric()
@@ -256,7 +249,7 @@ class TrainingRun:
     def checkpoint_state(self) -> dict:
         """Everything needed to resume exactly, and the training data's voxel size (for
         ``voltrain predict`` once the data is gone)."""
-        voxel_size = getattr(self.trainer, "voxel_size", None)
+        voxel_size = self.trainer.voxel_size
         return {
             "format": 2,
             "model": self.model.state_dict(),
@@ -353,7 +346,7 @@ class TrainingRun:
 
 def _profile_table(trainer) -> str | None:
     """The data pipeline's ms per stage, when ``--profile`` switched timing on."""
-    profile = getattr(trainer, "stage_profile", None)
+    profile = trainer.stage_profile
     return profile.table() if profile is not None and profile.samples else None
 
 

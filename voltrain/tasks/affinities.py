@@ -6,7 +6,6 @@ from typing import Literal
 
 import gunpowder as gp
 import torch
-from funlib.geometry import Coordinate
 from pydantic import Field, field_validator
 
 from voltrain.nodes.affinity_target import AffinityTarget
@@ -49,9 +48,6 @@ class AffinitiesTask(Task):
     def __init__(self, config: AffinitiesTaskConfig):
         self.config = config
         self.num_channels = len(config.neighborhood)
-        self.context = Coordinate(
-            max(abs(offset[axis]) for offset in config.neighborhood) for axis in range(3)
-        )
 
     def target_node(
         self,

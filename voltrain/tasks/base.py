@@ -11,7 +11,6 @@ from abc import ABC, abstractmethod
 
 import gunpowder as gp
 import torch
-from funlib.geometry import Coordinate
 
 from voltrain.config import StrictModel
 
@@ -36,12 +35,9 @@ class Task(ABC):
 
     Attributes:
         num_channels: channels of the target, and so of the network's output.
-        context: (z, y, x) voxels of labels needed on each side of the output region to
-            compute the target there.
     """
 
     num_channels: int
-    context: Coordinate
 
     @abstractmethod
     def target_node(

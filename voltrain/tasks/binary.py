@@ -6,7 +6,6 @@ from typing import Literal
 
 import gunpowder as gp
 import torch
-from funlib.geometry import Coordinate
 
 from voltrain.nodes.binary_target import BinaryTarget
 from voltrain.tasks.base import Task, TaskConfig, thresholded_counts, weighted_mean
@@ -28,7 +27,6 @@ class BinaryTask(Task):
     def __init__(self, config: BinaryTaskConfig):
         self.config = config
         self.num_channels = 1
-        self.context = Coordinate(0, 0, 0)
 
     def target_node(
         self,

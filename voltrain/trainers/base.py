@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from funlib.geometry import Coordinate
 
 from voltrain import distributed
 from voltrain.callbacks import Callback, Timer
 from voltrain.errors import NanLossError
+from voltrain.inference import InputConfig, merge_input
 from voltrain.optim import apply_learning_rate, build_optimizer
+from voltrain.profiling import StageProfile
 from voltrain.trainers.config import TrainerConfig
 from voltrain.trainers.stats import TrainingIterationStats
 from voltrain.trainers.step import StepEngine, StepResult
@@ -65,11 +68,20 @@ class Trainer(ABC):
             more until it is reset to False.
         fail_on_nan_loss: from the config; raise ``NanLossError`` at the next logging
             interval after a non-finite step.
+        input: the experiment's ``input`` section (normalisation, fixed intensity maps);
+            set it before ``build_batch_provider``. ``raw_input()`` completes it with the
+            trainer section's older keys.
+        can_validate: whether ``build_validation_provider`` is implemented.
+        voxel_size: the training data's voxel size, once the provider is built (None for
+            a trainer that reads no data).
+        stage_profile: the data pipeline's per-stage timings when profiling is on, else
+            None (see ``voltrain.profiling``).
     """
 
     iteration: int = 0
     batch_size: int
     learning_rate: float
+    can_validate: bool = False
 
     def __init__(self, config: TrainerConfig):
         self.config = config
@@ -82,6 +94,9 @@ class Trainer(ABC):
         self.fail_on_nan_loss = config.fail_on_nan_loss
         self.stop_requested = False
         self.validator = None
+        self.input = InputConfig()
+        self.voxel_size: Coordinate | None = None
+        self.stage_profile: StageProfile | None = None
         self.callbacks: list[Callback] = []
         if config.early_stopping is not None:
             self.callbacks.append(config.early_stopping.build())
@@ -111,15 +126,23 @@ class Trainer(ABC):
     def build_batch_provider(self, datasets: Sequence, model, task, snapshot_container=None):
         """Prepare the batch provider for ``datasets``; checks the data before training."""
 
+    def build_validation_provider(self, datasets: Sequence, model, task, device) -> None:
+        """Prepare validation on ``datasets`` (trainers with ``can_validate``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not validate")
+
+    def raw_input(self) -> InputConfig:
+        """What the network sees of raw: ``input`` completed by the trainer config's older
+        keys (``TrainerConfig.legacy_input``)."""
+        return merge_input(self.input, self.config.legacy_input())
+
     @abstractmethod
     def _draw_batch(self, device: torch.device) -> TrainingBatch:
         """The batch of iteration ``self.iteration + 1``, on ``device``."""
 
-    def _snapshot_due(self, iteration: int) -> bool:
-        return False
-
-    def _write_snapshot(self, batch: TrainingBatch, result: StepResult) -> None:  # noqa: B027
-        """Write a snapshot and call ``notify_snapshot`` (trainers that snapshot)."""
+    def snapshot_arrays(self, batch: TrainingBatch, result: StepResult) -> dict | None:
+        """The first sample's arrays by name (``voltrain.run.snapshot.SnapshotArray``) for a
+        snapshot of this step, or None for a trainer that does not snapshot."""
+        return None
 
     def __enter__(self) -> Trainer:
         if self.until is None:
@@ -155,13 +178,11 @@ class Trainer(ABC):
             batch = self._draw_batch(device)
             data_time = time.perf_counter() - start
             learning_rate = apply_learning_rate(optimizer, schedule.factor(self.iteration))
-            snapshot_due = distributed.is_main() and self._snapshot_due(self.iteration + 1)
+            snapshot_due = any(c.wants_snapshot(self.iteration + 1) for c in self.callbacks)
             result = engine.step(
                 self.task, batch.raw, batch.target, batch.weight, self.iteration, snapshot_due
             )
             self.iteration += 1
-            if snapshot_due:
-                self._write_snapshot(batch, result)
             stats = TrainingIterationStats(
                 iteration=self.iteration,
                 time=time.perf_counter() - start,
@@ -173,6 +194,7 @@ class Trainer(ABC):
                 skipped_steps_tensor=engine.skipped_steps.clone(),
                 amp_skipped_steps_tensor=engine.amp_skipped_steps.clone(),
                 batch_size=self.batch_size,
+                snapshot=self.snapshot_arrays(batch, result) if snapshot_due else None,
             )
             stats.validation = self._validate_if_due(model, engine)
             stats.log_due = self.iteration % self.config.log_every == 0 or (

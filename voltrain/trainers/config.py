@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from voltrain.callbacks import EarlyStoppingConfig
 from voltrain.config import StrictModel
+from voltrain.inference import InputConfig
 from voltrain.optim import (
     AdamConfig,
     ConstantScheduleConfig,
@@ -57,7 +58,6 @@ class TrainerConfig(StrictModel):
 
     Attributes:
         type: which trainer (selects the config class in YAML).
-        name: a name for this trainer setup, shown in logs.
         batch_size: samples per iteration.
         learning_rate: the optimizer's (peak) learning rate.
         input_shape: network input in voxels (z, y, x).
@@ -89,7 +89,6 @@ class TrainerConfig(StrictModel):
     """
 
     type: str
-    name: str = "default"
     batch_size: int = Field(1, gt=0)
     learning_rate: float = Field(1e-4, gt=0)
     input_shape: list[int] = Field(default_factory=lambda: [68, 68, 68])
@@ -128,6 +127,15 @@ class TrainerConfig(StrictModel):
             if not math.isfinite(factor) or factor < 0:
                 raise ValueError(f"'{pattern}': factor must be finite and >= 0, got {factor}")
         return value
+
+    def legacy_input(self) -> InputConfig:
+        """What this section says about the network's input in the older spelling, before
+        the experiment's ``input`` section existed (see ``voltrain.inference.merge_input``).
+        """
+        return InputConfig()
+
+    def check_input(self, input_config: InputConfig) -> None:
+        """``ConfigError`` if this trainer cannot feed the network as ``input`` says."""
 
     def target_iteration(self, start: int) -> int:
         """The iteration a run that starts at ``start`` trains up to."""

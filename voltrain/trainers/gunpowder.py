@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -13,22 +14,26 @@ from torch.utils.data import DataLoader
 
 from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
-from voltrain.errors import VoltrainError, recover_voltrain_error
+from voltrain.errors import ConfigError, VoltrainError, recover_voltrain_error
+from voltrain.inference import InputConfig, IntensityMap
 from voltrain.kernels.torch_deform import deform_raw
 from voltrain.loader import make_loader
 from voltrain.pipeline import (
     DEFAULT_CHUNK_CACHE_MB,
     TrainingPipeline,
+    check_deform_on_device,
     compute_sampling_maps,
     open_training_volumes,
 )
 from voltrain.profiling import StageProfile, profiling_enabled
-from voltrain.run.snapshot import SnapshotArray, write_snapshot
+from voltrain.run.snapshot import SnapshotArray, SnapshotSchedule
 from voltrain.trainers.base import Trainer, TrainingBatch
 from voltrain.trainers.config import TrainerConfig
 from voltrain.trainers.step import StepResult
 from voltrain.validation.blockwise import BlockwiseValidator
 from voltrain.validation.samples import Validator
+
+logger = logging.getLogger(__name__)
 
 
 class GunpowderTrainerConfig(TrainerConfig):
@@ -42,7 +47,7 @@ class GunpowderTrainerConfig(TrainerConfig):
             after augmentation.
         max_sampling_attempts: samples drawn for one batch entry before giving up.
         clip_raw: read raw only within the gt ROI plus the network's context.
-        normalize_factor: multiply raw by this (default: 1/255 for uint8, 1/65535 for uint16).
+        normalize_factor: the older spelling of ``input.normalize_factor`` (still read).
         data_timeout: seconds to wait for one batch from the loader before failing.
         fuse_augments: run an elastic augment and the mirror/transpose, intensity and noise
             augments that follow it as one resampling pass (same result, several times
@@ -77,6 +82,39 @@ class GunpowderTrainerConfig(TrainerConfig):
     def build(self) -> GunpowderTrainer:
         return GunpowderTrainer(self)
 
+    def legacy_input(self) -> InputConfig:
+        """``normalize_factor`` and the ``intensity_scale_shift`` augments with ``p: 1``:
+        part of what the network sees on every sample, so validation and prediction apply
+        them too (maps with ``p < 1`` are augments, and are not)."""
+        maps = []
+        for index, augment in enumerate(self.augments):
+            if augment.type != "intensity_scale_shift":
+                continue
+            if augment.p < 1:
+                logger.warning(
+                    "trainer.augments[%d]: intensity_scale_shift with p=%s is not applied at "
+                    "validation or prediction (only p=1 maps are)",
+                    index,
+                    augment.p,
+                )
+                continue
+            maps.append(IntensityMap(scale=augment.scale, shift=augment.shift))
+        return InputConfig(normalize_factor=self.normalize_factor, intensity_maps=maps)
+
+    def check_input(self, input_config: InputConfig) -> None:
+        if input_config.intensity_maps and self.deform_on_device:
+            raise ConfigError(
+                "input.intensity_maps: not applied with trainer.deform_on_device (raw is "
+                "resampled on the training device); use an intensity_scale_shift augment"
+            )
+
+    def verify(self) -> tuple[bool, str]:
+        """The base checks, and that ``deform_on_device`` has augments it can run."""
+        ok, message = super().verify()
+        if ok and self.deform_on_device:
+            check_deform_on_device(self.augments, self.fuse_augments)
+        return ok, message
+
 
 class GunpowderTrainer(Trainer):
     """Trains on batches drawn by a multiprocess loader from a gunpowder graph.
@@ -85,14 +123,16 @@ class GunpowderTrainer(Trainer):
         voxel_size: the training data's voxel size (known once the provider is built).
     """
 
+    can_validate = True
+
     def __init__(self, config: GunpowderTrainerConfig):
         super().__init__(config)
-        self.voxel_size: Coordinate | None = None
         self.pipeline: TrainingPipeline | None = None
         self.snapshot_container: Path | None = None
         self._loader_iterator = None
         self._loader_iteration: int | None = None
-        self.stage_profile = StageProfile() if profiling_enabled() else None
+        if profiling_enabled():
+            self.stage_profile = StageProfile()
 
     def can_train(self, datasets: Sequence[DatasetConfig]) -> bool:
         return len(datasets) > 0 and all(d.raw and d.gt for d in datasets)
@@ -115,7 +155,8 @@ class GunpowderTrainer(Trainer):
             clip_raw=config.clip_raw,
             sampling_maps=sampling_maps,
             max_attempts=config.max_sampling_attempts,
-            normalize_factor=config.normalize_factor,
+            normalize_factor=self.raw_input().normalize_factor,
+            intensity_maps=list(self.input.intensity_maps),
             fuse_augments=config.fuse_augments,
             chunk_cache_mb=config.chunk_cache_mb,
             deform_on_device=config.deform_on_device and key == "data.train",
@@ -131,10 +172,13 @@ class GunpowderTrainer(Trainer):
         )
         self.task = task.build()
         self.snapshot_container = Path(snapshot_container) if snapshot_container else None
+        interval = self.config.snapshot_interval
+        if self.snapshot_container is not None and interval > 0:
+            self.add_callback(SnapshotSchedule(self.snapshot_container, interval))
 
     def fixed_intensity_maps(self) -> list[AugmentConfig]:
-        """The ``intensity_scale_shift`` augments with ``p: 1``: part of what the network
-        sees on every sample, so validation applies them too."""
+        """The ``intensity_scale_shift`` augments with ``p: 1`` (see ``legacy_input``): the
+        validation samples get them, in their place among the augments."""
         return [a for a in self.config.augments if a.type == "intensity_scale_shift" and a.p >= 1]
 
     def build_validation_provider(self, datasets, model, task, device) -> None:
@@ -152,8 +196,7 @@ class GunpowderTrainer(Trainer):
                 task.build(),
                 input_shape,
                 output_shape,
-                self.config.normalize_factor,
-                [(a.scale, a.shift) for a in maps],
+                self.raw_input(),
                 device,
             )
             return
@@ -238,11 +281,7 @@ class GunpowderTrainer(Trainer):
             raw = batch["raw"].to(device, non_blocking=True)
         return TrainingBatch(raw, target, weight, host=batch)
 
-    def _snapshot_due(self, iteration: int) -> bool:
-        interval = self.config.snapshot_interval
-        return self.snapshot_container is not None and interval > 0 and iteration % interval == 0
-
-    def _write_snapshot(self, batch: TrainingBatch, result: StepResult) -> None:
+    def snapshot_arrays(self, batch: TrainingBatch, result: StepResult) -> dict[str, SnapshotArray]:
         host = batch.host
         voxel_size = host["voxel_size"][0].tolist()
         raw_offset = host["raw_offset"][0].tolist()
@@ -252,7 +291,7 @@ class GunpowderTrainer(Trainer):
         def at_output(tensor) -> SnapshotArray:
             return SnapshotArray(tensor.detach().cpu().numpy(), out_offset, voxel_size)
 
-        arrays = {
+        return {
             "raw": SnapshotArray(batch.raw[0, 0].cpu().numpy(), raw_offset, voxel_size),
             "gt": at_output(host["gt"][0]),
             "mask": at_output(host["mask"][0]),
@@ -261,5 +300,3 @@ class GunpowderTrainer(Trainer):
             "prediction": at_output(prediction),
             "gradient": at_output(result.logits_grad[0].float()),
         }
-        path = write_snapshot(self.snapshot_container, self.iteration, arrays)
-        self.notify_snapshot(self.iteration, path, {k: a.data for k, a in arrays.items()})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -24,6 +25,8 @@ class TrainingIterationStats:
         batch_size: samples in this step.
         log_due: whether this is a logging iteration (the trainer read the skip counters).
         validation: validation results when this iteration validated, else None.
+        snapshot: when a callback asked for it (``Callback.wants_snapshot``), the first
+            sample's arrays by name (``voltrain.run.snapshot.SnapshotArray``), else None.
     """
 
     iteration: int
@@ -38,6 +41,7 @@ class TrainingIterationStats:
     batch_size: int = 1
     log_due: bool = False
     validation: dict[str, float] | None = None
+    snapshot: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def loss(self) -> float:

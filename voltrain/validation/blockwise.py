@@ -31,9 +31,8 @@ import torch
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.data import TrainingVolume
-from voltrain.errors import ConfigError, unwrap_voltrain_errors
-from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
-from voltrain.nodes.predict import Predict
+from voltrain.errors import unwrap_voltrain_errors
+from voltrain.inference import InputConfig, check_centred, inference_graph, tile_roi
 from voltrain.nodes.roi_mask_source import RoiMaskSource
 from voltrain.nodes.zarr_source import ZarrSource
 
@@ -49,14 +48,9 @@ WEIGHT = gp.ArrayKey("VALIDATION_WEIGHT")
 MEMORY_WARNING_BYTES = 2**30
 
 
-def tile_roi(roi: Roi, block_shape: Coordinate) -> list[Roi]:
-    """Blocks of ``block_shape`` (world units) tiling ``roi`` from its offset; the last block
-    on each axis may reach beyond ``roi``."""
-    counts = [-(-size // block) for size, block in zip(roi.shape, block_shape, strict=True)]
-    return [
-        Roi(roi.begin + Coordinate(index) * block_shape, block_shape)
-        for index in np.ndindex(*counts)
-    ]
+def _logits(x: torch.Tensor) -> torch.Tensor:
+    """No activation: the loss takes the network's logits."""
+    return x
 
 
 class BlockwiseValidator:
@@ -67,9 +61,7 @@ class BlockwiseValidator:
         task: the runtime task (target node, loss, activation, metrics).
         input_shape: network input, voxels.
         output_shape: network output, voxels.
-        normalize_factor: raw is multiplied by it (None: by dtype, as in training).
-        intensity_maps: (scale, shift) maps applied to raw after normalising, as in
-            training (the ``intensity_scale_shift`` augments with ``p: 1``).
+        input_config: normalisation and fixed intensity maps, as in training.
         device: where the model runs.
     """
 
@@ -79,23 +71,15 @@ class BlockwiseValidator:
         task,
         input_shape: Coordinate,
         output_shape: Coordinate,
-        normalize_factor: float | None,
-        intensity_maps: Sequence[tuple[float, float]],
+        input_config: InputConfig,
         device: torch.device,
     ):
-        crop = Coordinate(input_shape) - Coordinate(output_shape)
-        if any(c % 2 for c in crop):
-            raise ConfigError(
-                f"trainer.validation.mode blockwise: input_shape {list(input_shape)} -> output "
-                f"{list(output_shape)} crops an odd number of voxels on some axis; blocks "
-                "could not be centred"
-            )
+        check_centred(input_shape, output_shape, "trainer.validation.mode blockwise")
         self.volumes = list(volumes)
         self.task = task
         self.input_shape = Coordinate(input_shape)
         self.output_shape = Coordinate(output_shape)
-        self.normalize_factor = normalize_factor
-        self.intensity_maps = list(intensity_maps)
+        self.input_config = input_config
         self.device = torch.device(device)
         voxels = sum(len(self.blocks(v)) for v in self.volumes) * np.prod(self.output_shape)
         held = int(voxels) * task.num_channels * 12
@@ -113,11 +97,9 @@ class BlockwiseValidator:
     def _graph(self, volume: TrainingVolume, model: torch.nn.Module) -> gp.Pipeline:
         voxel_size = volume.voxel_size
         context = (self.input_shape - self.output_shape) / 2 * voxel_size
-        raw = ZarrSource(RAW, volume.raw, interpolatable=True)
-        raw += gp.Normalize(RAW, factor=self.normalize_factor)
-        for scale, shift in self.intensity_maps:
-            raw += IntensityScaleShift(RAW, scale=scale, shift=shift)
-        raw += Predict(model, RAW, LOGITS, context, activation=lambda x: x, device=self.device)
+        raw = inference_graph(
+            volume.raw, RAW, LOGITS, model, self.input_config, context, _logits, self.device
+        )
         if volume.mask is not None:
             mask_roi = volume.mask.roi.intersect(volume.gt.roi)
             mask = ZarrSource(MASK, volume.mask, mask_roi, interpolatable=False)
