@@ -15,10 +15,13 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import gunpowder as gp
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
+
+# Keys to build a node with when checking a config (see ``AugmentConfig._node_accepts``).
+_CHECK_KEYS = (gp.ArrayKey("RAW"), gp.ArrayKey("GT"), gp.ArrayKey("MASK"))
 
 ENTRY_POINT_GROUP = "voltrain.augments"
 
@@ -42,6 +45,18 @@ class AugmentConfig(StrictModel):
     ) -> gp.BatchFilter:
         """Return the gunpowder node that applies this augment to a batch."""
         raise NotImplementedError(f"augment type '{self.type}' does not implement node()")
+
+    @model_validator(mode="after")
+    def _node_accepts(self) -> AugmentConfig:
+        # The node's constructor is the one place that checks ranges and orderings (as in
+        # torchio); building it here reports them against this config's key.
+        if type(self).node is AugmentConfig.node:
+            return self
+        try:
+            self.node(*_CHECK_KEYS)
+        except ConfigError as error:
+            raise ValueError(str(error)) from None
+        return self
 
 
 def register_augment(name: str) -> Callable[[type[AugmentConfig]], type[AugmentConfig]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import gunpowder as gp
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from voltrain.augments.base import AugmentConfig, register_augment
 from voltrain.nodes.elastic_augment import ElasticAugment
@@ -33,36 +33,7 @@ class ElasticAugmentConfig(AugmentConfig):
         None,
         description="spatial axes spanning the rotation plane; None rotates in full 3D",
     )
-    max_rotation: float = Field(
-        180.0, ge=0.0, le=180.0, description="largest rotation angle in degrees"
-    )
-
-    @field_validator("control_point_spacing")
-    @classmethod
-    def _spacing_positive(cls, value: list[float]) -> list[float]:
-        _check_per_axis(value)
-        if any(v <= 0 for v in value):
-            raise ValueError(f"every control_point_spacing must be > 0, got {value}")
-        return value
-
-    @field_validator("jitter_sigma")
-    @classmethod
-    def _sigma_non_negative(cls, value: list[float]) -> list[float]:
-        _check_per_axis(value)
-        if any(v < 0 for v in value):
-            raise ValueError(f"every jitter_sigma must be >= 0, got {value}")
-        return value
-
-    @field_validator("rotation_axes")
-    @classmethod
-    def _axes_valid(cls, value: list[int] | None) -> list[int] | None:
-        if value is None:
-            return value
-        if len(set(value)) != len(value) or len(value) < 2:
-            raise ValueError(f"rotation_axes needs 2 or 3 axes, each listed once, got {value}")
-        if any(not 0 <= axis < SPATIAL_DIMS for axis in value):
-            raise ValueError(f"rotation_axes must be spatial axes in 0..2, got {value}")
-        return value
+    max_rotation: float = Field(180.0, description="largest rotation angle in degrees, 0 to 180")
 
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey
@@ -77,8 +48,3 @@ class ElasticAugmentConfig(AugmentConfig):
             max_rotation=self.max_rotation,
             p=self.p,
         )
-
-
-def _check_per_axis(value: list[float]) -> None:
-    if len(value) != SPATIAL_DIMS:
-        raise ValueError(f"needs one value per spatial axis (z, y, x), got {value}")

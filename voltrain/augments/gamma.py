@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import gunpowder as gp
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from voltrain.augments.base import AugmentConfig, register_augment
 from voltrain.nodes.gamma_augment import GammaAugment
@@ -16,16 +16,8 @@ class GammaAugmentConfig(AugmentConfig):
     """Random ``raw ** gamma``, gamma log-uniform in [gamma_min, gamma_max]."""
 
     type: Literal["gamma"] = "gamma"
-    gamma_min: float = Field(0.75, gt=0.0, description="smallest gamma")
-    gamma_max: float = Field(1.5, gt=0.0, description="largest gamma")
-
-    @model_validator(mode="after")
-    def _range_ordered(self) -> GammaAugmentConfig:
-        if self.gamma_min > self.gamma_max:
-            raise ValueError(
-                f"gamma_min ({self.gamma_min}) must be <= gamma_max ({self.gamma_max})"
-            )
-        return self
+    gamma_min: float = Field(0.75, description="smallest gamma (> 0)")
+    gamma_max: float = Field(1.5, description="largest gamma (>= gamma_min)")
 
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import gunpowder as gp
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from voltrain.augments.base import AugmentConfig, register_augment
 from voltrain.nodes.intensity_augment import IntensityAugment
@@ -17,22 +17,10 @@ class IntensityAugmentConfig(AugmentConfig):
 
     type: Literal["intensity"] = "intensity"
     scale_min: float = Field(0.9, ge=0.0, description="smallest scale factor")
-    scale_max: float = Field(1.1, ge=0.0, description="largest scale factor")
+    scale_max: float = Field(1.1, description="largest scale factor (>= scale_min)")
     shift_min: float = Field(-0.1, description="smallest additive shift")
-    shift_max: float = Field(0.1, description="largest additive shift")
+    shift_max: float = Field(0.1, description="largest additive shift (>= shift_min)")
     clip: bool = Field(True, description="clip raw to [0, 1] afterwards")
-
-    @model_validator(mode="after")
-    def _ranges_ordered(self) -> IntensityAugmentConfig:
-        if self.scale_min > self.scale_max:
-            raise ValueError(
-                f"scale_min ({self.scale_min}) must be <= scale_max ({self.scale_max})"
-            )
-        if self.shift_min > self.shift_max:
-            raise ValueError(
-                f"shift_min ({self.shift_min}) must be <= shift_max ({self.shift_max})"
-            )
-        return self
 
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey

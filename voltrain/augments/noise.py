@@ -24,9 +24,9 @@ class NoiseAugmentConfig(AugmentConfig):
         "gaussian", description="gaussian, poisson (shot noise) or s&p (salt-and-pepper)"
     )
     var: float = Field(
-        0.01, ge=0.0, description="gaussian: noise variance; poisson: variance at raw = 1"
+        0.01, description="gaussian: noise variance (>= 0); poisson: variance at raw = 1"
     )
-    amount: float = Field(0.05, ge=0.0, le=1.0, description="s&p: fraction of voxels set to 0 or 1")
+    amount: float = Field(0.05, description="s&p: fraction of voxels set to 0 or 1, in [0, 1]")
     clip: bool = Field(True, description="clip raw to [0, 1] afterwards")
 
     def node(

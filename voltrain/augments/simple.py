@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import gunpowder as gp
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from voltrain.augments.base import AugmentConfig, register_augment
 from voltrain.nodes.mirror_transpose_augment import MirrorTransposeAugment
@@ -27,19 +27,8 @@ class SimpleAugmentConfig(AugmentConfig):
         None, description="spatial axes permuted among each other; null means all, [] none"
     )
     mirror_probability: float = Field(
-        0.5, ge=0.0, le=1.0, description="probability of mirroring each axis in mirror_axes"
+        0.5, description="probability of mirroring each axis in mirror_axes, in [0, 1]"
     )
-
-    @field_validator("mirror_axes", "transpose_axes")
-    @classmethod
-    def _distinct_spatial_axes(cls, axes: list[int] | None) -> list[int] | None:
-        if axes is None:
-            return axes
-        if any(axis < 0 for axis in axes):
-            raise ValueError(f"axes must be >= 0 (spatial axis indices), got {axes}")
-        if len(set(axes)) != len(axes):
-            raise ValueError(f"axes must not repeat, got {axes}")
-        return axes
 
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey
