@@ -13,9 +13,8 @@ is off by less than 2e-5 in between); the two outer bins (|z| > 3.49, probabilit
 are drawn exactly by Marsaglia's tail method. This costs about 2 ns a voxel, a fifth of
 ``Generator.standard_normal``.
 
-numba caches each compiled function against its own file only: after editing this module,
-delete ``voltrain/nodes/__pycache__/*.nb[ic]``, or the resampling kernels that inline it
-keep the old code.
+The resampling kernels inline these functions; their numba cache is stamped with every
+kernel file (``voltrain.kernels.numba_cache``), so an edit here recompiles them too.
 """
 
 from __future__ import annotations
