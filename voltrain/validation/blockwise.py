@@ -35,6 +35,7 @@ from voltrain.errors import unwrap_voltrain_errors
 from voltrain.inference import InputConfig, check_centred, inference_graph, tile_roi
 from voltrain.nodes.roi_mask_source import RoiMaskSource
 from voltrain.nodes.zarr_source import ZarrSource
+from voltrain.validation import validation_results
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +136,7 @@ class BlockwiseValidator:
         finally:
             model.train(was_training)
         loss = float(weighted_loss / total_weight) if total_weight > 0 else math.nan
-        results = {"validation_loss": loss}
-        metrics = self.task.metric(torch.cat(predictions), torch.cat(targets), torch.cat(weights))
-        for name, value in metrics.items():
-            results[f"validation_{name}"] = float(value) if value is not None else math.nan
-        return results
+        return validation_results(self.task, loss, predictions, targets, weights)
 
     def _blocks_of(self, volume: TrainingVolume, model: torch.nn.Module):
         """(logits, target, weight) of every block of ``volume``, each (1, C, z, y, x)."""

@@ -8,7 +8,6 @@ same voxels and the figures are comparable across iterations and resumed runs.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 
 from voltrain.pipeline import TrainingPipeline
 from voltrain.seeding import derive_seed
+from voltrain.validation import validation_results
 
 # Separates the validation samples' seeds from the training samples'.
 VALIDATION_STREAM = 0x76616C69
@@ -90,8 +90,5 @@ class Validator:
                     weights.append(weight.cpu())
         finally:
             model.train(was_training)
-        results = {"validation_loss": float(torch.stack(losses).mean())}
-        metrics = self.task.metric(torch.cat(predictions), torch.cat(targets), torch.cat(weights))
-        for name, value in metrics.items():
-            results[f"validation_{name}"] = float(value) if value is not None else math.nan
-        return results
+        loss = float(torch.stack(losses).mean())
+        return validation_results(self.task, loss, predictions, targets, weights)
