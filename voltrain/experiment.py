@@ -45,7 +45,7 @@ class ExperimentConfig(StrictModel):
         ok, message = self.trainer.verify()
         if not ok:
             raise ConfigError(message)
-        legacy = self.trainer.legacy_input()
+        legacy = self.trainer.legacy_input(warn=True)
         if self.input.normalize_factor is not None and legacy.normalize_factor is not None:
             raise ConfigError(
                 "input.normalize_factor and trainer.normalize_factor: give only "

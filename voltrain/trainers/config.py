@@ -128,9 +128,10 @@ class TrainerConfig(StrictModel):
                 raise ValueError(f"'{pattern}': factor must be finite and >= 0, got {factor}")
         return value
 
-    def legacy_input(self) -> InputConfig:
+    def legacy_input(self, warn: bool = False) -> InputConfig:
         """What this section says about the network's input in the older spelling, before
-        the experiment's ``input`` section existed (see ``voltrain.inference.merge_input``).
+        the experiment's ``input`` section existed (see ``voltrain.inference.merge_input``);
+        ``warn`` logs what of it validation and prediction leave out.
         """
         return InputConfig()
 

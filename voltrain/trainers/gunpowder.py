@@ -82,7 +82,7 @@ class GunpowderTrainerConfig(TrainerConfig):
     def build(self) -> GunpowderTrainer:
         return GunpowderTrainer(self)
 
-    def legacy_input(self) -> InputConfig:
+    def legacy_input(self, warn: bool = False) -> InputConfig:
         """``normalize_factor`` and the ``intensity_scale_shift`` augments with ``p: 1``:
         part of what the network sees on every sample, so validation and prediction apply
         them too (maps with ``p < 1`` are augments, and are not)."""
@@ -90,15 +90,15 @@ class GunpowderTrainerConfig(TrainerConfig):
         for index, augment in enumerate(self.augments):
             if augment.type != "intensity_scale_shift":
                 continue
-            if augment.p < 1:
+            if augment.p >= 1:
+                maps.append(IntensityMap(scale=augment.scale, shift=augment.shift))
+            elif warn:
                 logger.warning(
                     "trainer.augments[%d]: intensity_scale_shift with p=%s is not applied at "
                     "validation or prediction (only p=1 maps are)",
                     index,
                     augment.p,
                 )
-                continue
-            maps.append(IntensityMap(scale=augment.scale, shift=augment.shift))
         return InputConfig(normalize_factor=self.normalize_factor, intensity_maps=maps)
 
     def check_input(self, input_config: InputConfig) -> None:
