@@ -137,7 +137,7 @@ class GunpowderTrainer(Trainer):
     def can_train(self, datasets: Sequence[DatasetConfig]) -> bool:
         return len(datasets) > 0 and all(d.raw and d.gt for d in datasets)
 
-    def _pipeline_for(self, datasets, model, task, augments, key: str) -> TrainingPipeline:
+    def _pipeline_for(self, datasets, model, task, augments, maps, key: str) -> TrainingPipeline:
         config = self.config
         input_shape = Coordinate(config.input_shape)
         output_shape = Coordinate(model.output_shape(tuple(input_shape)))
@@ -156,7 +156,7 @@ class GunpowderTrainer(Trainer):
             sampling_maps=sampling_maps,
             max_attempts=config.max_sampling_attempts,
             normalize_factor=self.raw_input().normalize_factor,
-            intensity_maps=list(self.input.intensity_maps),
+            intensity_maps=list(maps),
             fuse_augments=config.fuse_augments,
             chunk_cache_mb=config.chunk_cache_mb,
             deform_on_device=config.deform_on_device and key == "data.train",
@@ -167,8 +167,9 @@ class GunpowderTrainer(Trainer):
 
         Raises ``DataError`` or ``SamplingError`` (naming the dataset) before any training.
         """
+        maps = self.input.intensity_maps  # the older p: 1 maps are among the augments
         self.pipeline = self._pipeline_for(
-            datasets, model, task, self.config.augments, "data.train"
+            datasets, model, task, self.config.augments, maps, "data.train"
         )
         self.task = task.build()
         self.snapshot_container = Path(snapshot_container) if snapshot_container else None
@@ -176,18 +177,14 @@ class GunpowderTrainer(Trainer):
         if self.snapshot_container is not None and interval > 0:
             self.add_callback(SnapshotSchedule(self.snapshot_container, interval))
 
-    def fixed_intensity_maps(self) -> list[AugmentConfig]:
-        """The ``intensity_scale_shift`` augments with ``p: 1`` (see ``legacy_input``): the
-        validation samples get them, in their place among the augments."""
-        return [a for a in self.config.augments if a.type == "intensity_scale_shift" and a.p >= 1]
-
     def build_validation_provider(self, datasets, model, task, device) -> None:
         """Validate every ``validation_interval`` iterations on ``datasets``: on
-        ``validation_samples`` fixed samples (no augments but the fixed intensity maps), or
+        ``validation_samples`` fixed samples (no augments, but the fixed maps of
+        ``raw_input()``), or
         over their whole gt ROIs block by block (``validation.mode: blockwise``). Checks the
         data like ``build_batch_provider``.
         """
-        maps = self.fixed_intensity_maps()
+        raw_input = self.raw_input()
         if self.config.validation.mode == "blockwise":
             input_shape = Coordinate(self.config.input_shape)
             output_shape = Coordinate(model.output_shape(tuple(input_shape)))
@@ -196,11 +193,12 @@ class GunpowderTrainer(Trainer):
                 task.build(),
                 input_shape,
                 output_shape,
-                self.raw_input(),
+                raw_input,
                 device,
             )
             return
-        pipeline = self._pipeline_for(datasets, model, task, maps, "data.validate")
+        maps = raw_input.intensity_maps
+        pipeline = self._pipeline_for(datasets, model, task, [], maps, "data.validate")
         self.validator = Validator(
             pipeline,
             task.build(),
