@@ -173,8 +173,12 @@ def loader_fed(config_dict: dict, device: torch.device, iterations: int, warmup:
     }
 
 
-def first_batch_seconds(config_dict: dict, ship_by_file: bool) -> float:
-    """Seconds from creating the loader to its first batch (all workers started)."""
+def first_batch_seconds(config_dict: dict, ship_by_file: bool) -> tuple[float, float]:
+    """Seconds the parent spends starting the workers, and until every worker's first batch.
+
+    Starting is what a start payload larger than the pipe buffer serialises: each
+    ``Process.start()`` then waits until that child has imported what unpickling needs.
+    """
     trainer, _, _ = build_run(config_dict, torch.device("cpu"))
     workers = config_dict["trainer"]["num_data_fetchers"]
     start = time.perf_counter()
@@ -182,11 +186,12 @@ def first_batch_seconds(config_dict: dict, ship_by_file: bool) -> float:
         trainer.pipeline, 0, 1, 0, workers, timeout=900, ship_pipeline_by_file=ship_by_file
     )
     iterator = iter(loader)
+    started = time.perf_counter() - start
     for _ in range(workers):  # one batch from each worker: every worker is up
         next(iterator)
     seconds = time.perf_counter() - start
     iterator._shutdown_workers()
-    return seconds
+    return started, seconds
 
 
 def _cell(value: float | None, form: str) -> str:
@@ -244,12 +249,17 @@ def training_table(container, cuda, device, workers, iterations, warmup) -> None
 
 
 def start_table(container, cuda, workers) -> None:
-    print("\nfirst batch from every worker (s): pipeline in the start payload vs by file")
+    print("\nstarting N workers (s): the pipeline in each start payload vs sent by file")
+    print(f"{'workers':>8s} {'start, payload':>15s} {'start, file':>12s} "
+          f"{'first batch, payload':>21s} {'first batch, file':>18s}")  # fmt: skip
     for count in workers:
         config = experiment(container, cuda, count, False)
         inline = first_batch_seconds(config, ship_by_file=False)
         by_file = first_batch_seconds(config, ship_by_file=True)
-        print(f"  {count:2d} workers: payload {inline:6.1f}   by file {by_file:6.1f}", flush=True)
+        print(
+            f"{count:8d} {inline[0]:15.1f} {by_file[0]:12.1f} {inline[1]:21.1f} {by_file[1]:18.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
