@@ -199,15 +199,24 @@ class StockDataset(Dataset):
 
 
 def time_loader(loader: DataLoader, samples: int) -> tuple[float, list[float]]:
-    """samples/s of ``loader`` after its first batch, and each worker's peak RSS (MB)."""
+    """samples/s of ``loader`` after its first batch, and each worker's peak RSS (MB).
+
+    A loader whose worker dies (seen once: a stock worker aborted at shutdown on a 2-core
+    machine) gives NaN and a message instead of ending the benchmark.
+    """
     iterator = iter(loader)
-    next(iterator)  # workers start, build their graph, load the numba kernels
-    start = time.perf_counter()
-    for _ in range(samples):
-        next(iterator)
-    rate = samples / (time.perf_counter() - start)
-    rss = [peak_rss_mb(worker.pid) for worker in iterator._workers]
-    iterator._shutdown_workers()
+    try:
+        next(iterator)  # workers start, build their graph, load the numba kernels
+        start = time.perf_counter()
+        for _ in range(samples):
+            next(iterator)
+        rate = samples / (time.perf_counter() - start)
+        rss = [peak_rss_mb(worker.pid) for worker in iterator._workers]
+    except RuntimeError as error:
+        print(f"  loader failed: {str(error).strip().splitlines()[0]}", flush=True)
+        return float("nan"), []
+    finally:
+        iterator._shutdown_workers()
     return rate, rss
 
 

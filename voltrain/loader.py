@@ -8,12 +8,23 @@ an uninterrupted run would have seen.
 Workers are started with the ``spawn`` method: forking a process after dask's thread pool has
 started deadlocks, and funlib.persistence arrays are dask-backed. Every wait for a batch has a
 bound (``timeout``) and ends in an error.
+
+The pipeline reaches spawned workers through a file, not through their start payload.
+``Process.start()`` writes the payload into a pipe; a payload larger than the pipe buffer
+(64 KiB; a sampling map alone is often larger) blocks the parent until that child has
+imported torch, gunpowder and numba to unpickle it, so workers would start one after
+another. With a small payload they all start at once.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -22,19 +33,62 @@ from voltrain.pipeline import TrainingPipeline
 from voltrain.seeding import sample_seed
 
 
-class SampleDataset(Dataset):
-    """Map-style dataset: global sample number -> one training sample (dict of arrays)."""
+class PipelineFile:
+    """A ``TrainingPipeline`` pickled once into a private temporary file.
 
-    def __init__(self, pipeline: TrainingPipeline, seed: int, batch_size: int, rank: int = 0):
-        self.pipeline = pipeline
+    Pickling this object carries only the file's path; the file is removed when the
+    object that wrote it is garbage-collected (or the process exits).
+    """
+
+    def __init__(self, pipeline: TrainingPipeline):
+        directory = tempfile.mkdtemp(prefix="voltrain-pipeline-")
+        self.path = Path(directory) / "pipeline.pkl"
+        self.path.write_bytes(pickle.dumps(pipeline, protocol=pickle.HIGHEST_PROTOCOL))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, directory, ignore_errors=True)
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+
+    def load(self) -> TrainingPipeline:
+        return pickle.loads(self.path.read_bytes())
+
+
+class SampleDataset(Dataset):
+    """Map-style dataset: global sample number -> one training sample (dict of arrays).
+
+    With ``ship_by_file`` the pipeline travels to workers as a ``PipelineFile`` and is
+    loaded on the worker's first sample.
+    """
+
+    def __init__(
+        self,
+        pipeline: TrainingPipeline,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        ship_by_file: bool = False,
+    ):
+        self.pipeline: TrainingPipeline | None = pipeline
         self.seed = seed
         self.batch_size = batch_size
         self.rank = rank
+        self.pipeline_file = PipelineFile(pipeline) if ship_by_file else None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        if self.pipeline_file is not None:
+            state["pipeline"] = None
+        return state
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, index: int) -> dict:
+        if self.pipeline is None:
+            self.pipeline = self.pipeline_file.load()
         iteration, sample_index = divmod(index, self.batch_size)
         return self.pipeline.request_sample(
             sample_seed(self.seed, iteration, sample_index, self.rank)
@@ -72,13 +126,17 @@ def make_loader(
     pin_memory: bool = False,
     timeout: float = 600.0,
     rank: int = 0,
+    ship_pipeline_by_file: bool = True,
 ) -> DataLoader:
     """A DataLoader yielding one collated batch (dict of tensors) per iteration.
 
     With ``num_workers == 0`` samples are drawn in this process (no timeout applies then,
     but sampling itself is bounded by ``TrainingPipeline.max_attempts``).
+    ``ship_pipeline_by_file`` sends the pipeline to the workers through a file (see the
+    module docstring); False puts it into every worker's start payload.
     """
-    dataset = SampleDataset(pipeline, seed, batch_size, rank)
+    ship_by_file = ship_pipeline_by_file and num_workers > 0
+    dataset = SampleDataset(pipeline, seed, batch_size, rank, ship_by_file=ship_by_file)
     sampler = IterationSampler(start_iteration, batch_size)
     kwargs = {}
     if num_workers > 0:
