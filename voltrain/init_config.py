@@ -21,13 +21,14 @@ from funlib.geometry import Coordinate
 
 from voltrain.commented_yaml import commented_yaml
 from voltrain.data import open_array
-from voltrain.errors import ConfigError
+from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import parse_config
 from voltrain.init_geometry import (
     MEMORY_USE,
     activation_bytes_per_voxel,
     choose_input_shape,
     downsample_factors,
+    estimated_gib,
     fine_axes,
     is_anisotropic,
     target_shape,
@@ -125,6 +126,7 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
     tied = fine_axes(voxel_size) if is_anisotropic(voxel_size) else list(range(3))
     target = _requested_shape(request, model)
     shape = choose_input_shape(model, target, facts.gt_shape, tied)
+    _check_fits(request, facts, model, shape)
     dataset = {"name": Path(request.gt).parent.stem or "volume", "raw": request.raw}
     dataset |= {"gt": request.gt} | ({"mask": request.mask} if request.mask else {})
     config = {
@@ -136,6 +138,23 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
         "trainer": _trainer(facts, list(shape)),
     }
     return config, model
+
+
+def _check_fits(request: InitRequest, facts: ArrayFacts, model: UNetConfig, shape) -> None:
+    """Refuse a network whose smallest input is mostly padding or over the memory budget."""
+    for axis, (size, raw) in enumerate(zip(shape, facts.raw_shape, strict=True)):
+        if size > 2 * raw:
+            raise DataError(
+                f"--raw: its {raw} voxels along {'zyx'[axis]} are fewer than half the input "
+                f"({size}) of a {request.levels}-level U-Net; pass fewer --levels"
+            )
+    needed = estimated_gib(model, shape)
+    if request.input_size is None and needed > request.memory_gib:
+        raise ConfigError(
+            f"--memory: the smallest input that fits, {list(shape)}, needs about "
+            f"{needed:.1f} GiB, more than {request.memory_gib:g}; pass fewer --levels or "
+            "--num-fmaps"
+        )
 
 
 def _requested_shape(request: InitRequest, model: UNetConfig) -> list[float]:
