@@ -13,6 +13,7 @@ from voltrain.cli import main
 from voltrain.experiment import load_config
 from voltrain.init_geometry import choose_input_shape, downsample_factors, target_shape
 from voltrain.models.unet import UNetConfig, output_shape
+from voltrain.schema import experiment_schema
 from voltrain.synthetic import make_synthetic_volume
 
 
@@ -75,6 +76,7 @@ def test_init_writes_a_config_that_trains_as_written(case, tmp_path, capsys):
 
     config = load_config(out)  # valid exactly as written
     text = out.read_text()
+    _check_against_schema(yaml.safe_load(text))
     assert "# A shape the U-Net accepts" in text and "trainer.input_shape" not in text
     trainer = config.trainer
     mask = np.asarray(load_mask(data))
@@ -99,6 +101,14 @@ def test_init_writes_a_config_that_trains_as_written(case, tmp_path, capsys):
     assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["iteration"] == 2 and np.isfinite(rows[-1]["loss"])
+
+
+def _check_against_schema(config: dict) -> None:
+    try:
+        import jsonschema
+    except ImportError:  # the schema's own tests cover its structure
+        return
+    jsonschema.validate(config, experiment_schema(), cls=jsonschema.Draft202012Validator)
 
 
 def load_mask(data) -> np.ndarray:
