@@ -129,3 +129,18 @@ def test_init_refuses_what_it_cannot_honour_and_writes_nothing(volume, tmp_path,
     out.write_text("mine\n")
     assert main(["init", *flags, "--out", str(out)]) == 2
     assert "--force" in capsys.readouterr().err and out.read_text() == "mine\n"
+
+
+def test_init_refuses_an_empty_mask_and_a_network_over_the_memory(volume, tmp_path, capsys):
+    from funlib.persistence import prepare_ds
+
+    empty = prepare_ds(str(tmp_path / "empty.zarr/mask"), (64,) * 3, (8,) * 3, dtype="u1")
+    assert not empty[empty.roi].any()
+    flags = ["--raw", str(volume / "raw"), "--gt", str(volume / "labels")]
+    out = tmp_path / "config.yaml"
+    mask = ["--mask", str(tmp_path / "empty.zarr/mask")]
+    assert main(["init", *flags, *mask, "--out", str(out)]) == 2
+    assert "--mask" in capsys.readouterr().err and not out.exists()
+    assert main(["init", *flags, "--memory", "0.01", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "--memory" in error and "GiB" in error and not out.exists()
