@@ -102,3 +102,13 @@ def test_a_validator_message_shows_the_value_once(volume, write_config):
     message = str(caught.value)
     assert message.count("[36, 0, 36]") == 1 and "Value error" not in message
     assert len(message.splitlines()) == 1
+
+
+def test_union_tags_stay_out_of_the_key_even_when_the_type_is_defaulted(volume, write_config):
+    config = experiment_dict(volume, optimizer={"type": "sgd", "momentum": 1.5})
+    config["trainer"].pop("type")  # the gunpowder trainer is assumed
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(config))
+    assert re.search(
+        r"experiment.yaml: trainer\.optimizer\.momentum: .*, got 1\.5$", str(caught.value)
+    )

@@ -61,6 +61,7 @@ class ArrayFacts:
     raw_shape: tuple[int, ...]
     raw_dtype: np.dtype
     gt_shape: tuple[int, ...]
+    """The labels' extent in raw voxels."""
     mask_coverage: float | None
 
 
@@ -99,7 +100,8 @@ def inspect_arrays(request: InitRequest) -> ArrayFacts:
         voxel_size=raw.voxel_size,
         raw_shape=tuple(raw.roi.shape / raw.voxel_size),
         raw_dtype=np.dtype(raw.dtype),
-        gt_shape=tuple(gt.roi.shape / gt.voxel_size),
+        # in raw voxels, the network's unit, should the labels be coarser than raw
+        gt_shape=tuple(gt.roi.shape / raw.voxel_size),
         mask_coverage=None if mask is None else mask_coverage(mask, request.mask),
     )
 
