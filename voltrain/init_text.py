@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from voltrain.init_geometry import estimated_gib, fine_axes, is_anisotropic
 from voltrain.models.unet import UNetConfig
 
@@ -46,6 +48,11 @@ def comments(
         if is_anisotropic(voxel_size)
         else "Isotropic voxels: rotation and transposition in 3D."
     )
+    if not np.issubdtype(facts.raw_dtype, np.integer):
+        geometry += (
+            f"\nRaw is {facts.raw_dtype}: it is used as is, and the intensity and noise augments"
+            "\nclip it to [0, 1]; scale it to [0, 1] (trainer.normalize_factor) if it is not."
+        )
     return {
         "model.downsample_factors": "Per level, (z, y, x) pooling: the finer axes are pooled "
         "until the voxels are\nnear-isotropic, then all axes.",
