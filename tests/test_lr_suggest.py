@@ -76,3 +76,12 @@ def test_plot_is_written_with_the_suggestion(tmp_path):
     record = sweep_quadratic(1.0, seed=0)
     path = plot_sweep(tmp_path / "lr_find.png", record, suggest(record))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_step_that_diverged_does_not_leak_into_the_smoothing():
+    rates = list(np.logspace(-5, -2, 30))
+    losses = [1.0 - 0.01 * k for k in range(29)] + [50.0]
+    record = SweepRecord(rates, losses, diverged_at=rates[-1])
+    assert record.stable() == (rates[:-1], losses[:-1])
+    # still falling at the end: the cap, not the spike, sets the suggestion
+    assert suggest(record) == pytest.approx(rates[-1] / 10)

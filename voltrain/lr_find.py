@@ -98,7 +98,8 @@ def find_learning_rate(
             f"lr-find: the loss diverged at once (learning rate {min_lr:g}); lower --min-lr"
         )
     learning_rates, losses = record.learning_rates, record.losses
-    smoothed = smooth_centered(losses).tolist()
+    smoothed = smooth_centered(record.stable()[1]).tolist()
+    smoothed += [float("nan")] * (len(losses) - len(smoothed))  # the step that diverged
     suggestion = suggest(record)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

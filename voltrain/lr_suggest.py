@@ -52,6 +52,13 @@ class SweepRecord:
             return False
         return True
 
+    def stable(self) -> tuple[list[float], list[float]]:
+        """The rates and losses before the step that diverged (which would otherwise leak
+        into the smoothing of its neighbours)."""
+        if self.diverged_at is not None and self.learning_rates[-1:] == [self.diverged_at]:
+            return self.learning_rates[:-1], self.losses[:-1]
+        return self.learning_rates, self.losses
+
 
 def smooth(losses: list[float]) -> list[float]:
     """Bias-corrected exponential moving average of ``losses`` (causal)."""
@@ -94,10 +101,13 @@ def steepest_descent(learning_rates: list[float], smoothed: np.ndarray) -> float
 
 def suggest(record: SweepRecord) -> float:
     """The suggested rate: the steepest descent, at most a tenth of the divergence rate."""
-    steepest = steepest_descent(record.learning_rates, smooth_centered(record.losses))
+    rates, losses = record.stable()
+    if not losses:
+        return record.learning_rates[0]
+    steepest = steepest_descent(rates, smooth_centered(losses))
     if record.diverged_at is None:
         return steepest
-    return max(min(steepest, record.diverged_at / SAFETY_FACTOR), record.learning_rates[0])
+    return max(min(steepest, record.diverged_at / SAFETY_FACTOR), rates[0])
 
 
 def plot_sweep(path: Path, record: SweepRecord, suggestion: float) -> Path:
@@ -108,10 +118,11 @@ def plot_sweep(path: Path, record: SweepRecord, suggestion: float) -> Path:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    rates, losses = record.learning_rates, np.asarray(record.losses)
-    smoothed = smooth_centered(record.losses)
+    losses = np.asarray(record.losses)
+    rates, stable = record.stable()
+    smoothed = smooth_centered(stable)
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(rates, losses, color="0.7", linewidth=1, label="loss")
+    axes.plot(record.learning_rates, losses, color="0.7", linewidth=1, label="loss")
     axes.plot(rates, smoothed, color="C0", linewidth=2, label="smoothed loss")
     at = int(np.argmin(np.abs(np.log(rates) - math.log(suggestion))))
     axes.axvline(suggestion, color="C3", linestyle="--", label=f"suggested {suggestion:.2e}")
@@ -126,8 +137,10 @@ def plot_sweep(path: Path, record: SweepRecord, suggestion: float) -> Path:
     axes.set_xscale("log")
     if np.all(losses > 0):
         axes.set_yscale("log")
-        low, high = losses.min() / 1.2, smoothed[: int(np.argmin(smoothed)) + 1].max() * 1.5
-        axes.set_ylim(low, max(high, low * 10))
+        # from the lowest loss to the smoothed curve's start: the descent fills the plot
+        low = losses.min() / 1.05
+        high = max(smoothed[: int(np.argmin(smoothed)) + 1].max() * 1.1, low * 1.2)
+        axes.set_ylim(low, high)
     axes.set_xlabel("learning rate")
     axes.set_ylabel("training loss")
     axes.set_title("learning-rate sweep")
