@@ -52,7 +52,7 @@ CASES = {
     # voxel size, volume shape, levels, --input-size
     "serial-section EM": ((40, 4, 4), (16, 48, 48), 1, "30000"),
     "mildly anisotropic": ((12, 4, 4), (32, 64, 64), 2, "60k"),
-    "isotropic": ((8, 8, 8), (40, 40, 40), 2, "40,40,40"),
+    "isotropic": ((8, 8, 8), (32, 32, 32), 1, "32,32,32"),
 }
 
 
