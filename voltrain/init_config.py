@@ -37,6 +37,12 @@ from voltrain.init_text import comments, header, summary
 from voltrain.models.unet import UNetConfig, output_shape
 
 MAX_FETCHERS = 16
+INTENSITY_AUGMENTS = (
+    {"type": "intensity", "scale_min": 0.9, "scale_max": 1.1, "shift_min": -0.1, "shift_max": 0.1},
+    {"type": "gamma", "gamma_min": 0.75, "gamma_max": 1.33, "p": 0.5},
+    {"type": "noise", "mode": "gaussian", "var": 0.005, "p": 0.5},
+)
+"""The intensity augments every written config gets, after the geometric ones."""
 
 
 @dataclass(frozen=True)
@@ -247,14 +253,7 @@ def augments_for(voxel_size: tuple[int, ...], raw_dtype: np.dtype) -> list[dict[
         elastic["rotate"] = True
     simple = {"type": "simple", "mirror_axes": [0, 1, 2]}
     simple["transpose_axes"] = (plane if len(plane) > 1 else []) if anisotropic else [0, 1, 2]
-    augments = [
-        elastic,
-        simple,
-        {"type": "intensity", "scale_min": 0.9, "scale_max": 1.1, "shift_min": -0.1},
-        {"type": "gamma", "gamma_min": 0.75, "gamma_max": 1.33, "p": 0.5},
-        {"type": "noise", "mode": "gaussian", "var": 0.005, "p": 0.5},
-    ]
-    augments[2]["shift_max"] = 0.1
+    augments = [elastic, simple, *(dict(augment) for augment in INTENSITY_AUGMENTS)]
     if np.issubdtype(raw_dtype, np.integer):
         augments.append({"type": "intensity_scale_shift", "scale": 2.0, "shift": -1.0})
     return augments
