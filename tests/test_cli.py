@@ -149,3 +149,18 @@ def test_profile_prints_the_time_of_each_pipeline_stage(
     assert code == 0
     for stage in ("read", "sample", "target"):
         assert stage in out, out
+
+
+def test_several_mistakes_print_as_one_error_listing_each(volume, write_config, tmp_path, capsys):
+    config = experiment_dict(volume, batch_size=0, min_masked=2.0)
+    config["model"]["bogus"] = 1
+    out = tmp_path / "run"
+    code = main(["train", str(write_config(config)), "--out", str(out), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists()
+    assert lines[0].startswith("voltrain: error: ") and lines[0].endswith("3 problems:")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+        "model.bogus",
+        "trainer.batch_size",
+        "trainer.min_masked",
+    ]

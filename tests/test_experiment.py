@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.helpers import experiment_dict
@@ -67,3 +69,46 @@ def test_input_shape_that_does_not_fit_the_model(volume, write_config):
     config = experiment_dict(volume, input_shape=[35, 36, 36])
     with pytest.raises(ConfigError, match=r"trainer.input_shape"):
         load_config(write_config(config))
+
+
+def test_every_mistake_is_reported_at_once_with_its_full_key(volume, write_config):
+    elastic = {"type": "elastic", "control_point_spacing": [8, 8, 8], "jitter_sigma": [1, -2, 2]}
+    config = experiment_dict(volume, batch_size=0, augments=[{"type": "simple"}, elastic])
+    config["model"]["num_fmaps"] = "many"
+    config["task"]["type"] = "boundaries"
+    config["data"]["train"][0]["weight"] = -1
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(config))
+    headline, *problems = str(caught.value).splitlines()
+    assert headline == f"{write_config(config)}: 5 problems:"
+    expected = [
+        r"data\.train\[0\]\.weight: expected greater than 0, got -1$",
+        r"model\.num_fmaps: expected a valid integer.*, got 'many'$",
+        r"task: unknown type 'boundaries' \(known types: 'affinities', 'binary'\)$",
+        r"trainer\.batch_size: expected greater than 0, got 0$",
+        r"trainer\.augments\[1\]\.jitter_sigma: .*>= 0, got \[1\.0, -2\.0, 2\.0\]$",
+    ]
+    assert len(problems) == len(expected)
+    for pattern, line in zip(expected, problems, strict=True):
+        assert re.search(pattern, line.strip()), line
+    for line in problems:
+        assert "Value error" not in line and line.count("got ") <= 1, line
+
+
+def test_a_validator_message_shows_the_value_once(volume, write_config):
+    config = experiment_dict(volume, input_shape=[36, 0, 36])
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(config))
+    message = str(caught.value)
+    assert message.count("[36, 0, 36]") == 1 and "Value error" not in message
+    assert len(message.splitlines()) == 1
+
+
+def test_union_tags_stay_out_of_the_key_even_when_the_type_is_defaulted(volume, write_config):
+    config = experiment_dict(volume, optimizer={"type": "sgd", "momentum": 1.5})
+    config["trainer"].pop("type")  # the gunpowder trainer is assumed
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(config))
+    assert re.search(
+        r"experiment.yaml: trainer\.optimizer\.momentum: .*, got 1\.5$", str(caught.value)
+    )

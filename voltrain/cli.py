@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from voltrain.cli_config import CONFIG_COMMANDS, add_config_parsers
 from voltrain.errors import NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
 
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_predict_parsers(commands)
     _add_lr_find_parser(commands)
+    add_config_parsers(commands)
     return parser
 
 
@@ -214,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "predict-worker": _predict_worker,
             "lr-find": _lr_find,
+            **CONFIG_COMMANDS,
         }[args.command](args)
     except NanLossError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from voltrain.config import StrictModel
+from voltrain.config_errors import describe_problems, validation_problems
 from voltrain.data import DataConfig
 from voltrain.errors import ConfigError
 from voltrain.inference import InputConfig, merge_input
@@ -97,36 +98,12 @@ def parse_config(raw: dict, source: str = "config") -> ExperimentConfig:
         config = ExperimentConfig.model_validate(raw)
         config.check()
     except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error, raw)}") from None
+        raise ConfigError(describe_validation_error(error, raw, source)) from None
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return config
 
 
-def describe_validation_error(error: ValidationError, data: Any) -> str:
-    """The first pydantic error as 'key.path: message', skipping union tags in the path."""
-    first = error.errors()[0]
-    parts: list[str] = []
-    current = data
-    for element in first["loc"]:
-        if isinstance(element, int) and isinstance(current, list):
-            parts.append(f"[{element}]")
-            current = current[element] if element < len(current) else None
-        elif isinstance(current, dict) and element in current:
-            parts.append(f".{element}" if parts else str(element))
-            current = current[element]
-        elif isinstance(current, dict) and current.get("type", "gunpowder") == element:
-            continue  # the discriminated union's tag, not a key of the file
-        else:
-            parts.append(f".{element}" if parts else str(element))
-            current = None
-    key = "".join(parts) or "config"
-    message = first["msg"]
-    if first["type"] not in ("missing", "extra_forbidden") and "input" in first:
-        shown = repr(first["input"])
-        if len(shown) < 60:
-            message += f" (got {shown})"
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = error.error_count() - 1
-    return f"{key}: {message}" + (f" (and {more} more error(s))" if more else "")
+def describe_validation_error(error: ValidationError, data: Any, source: str = "config") -> str:
+    """Every problem of ``error``, each naming its key (see ``voltrain.config_errors``)."""
+    return describe_problems(source, validation_problems(error, data))

@@ -4,32 +4,27 @@ and see where the loss falls fastest (``voltrain lr-find``).
 The sweep runs the real training pipeline (the configured trainer, its loader, augments,
 clipping and AMP) from the configured initial weights (``trainer.weights_from`` included) for
 ``iterations`` steps, learning rate ``min_lr * (max_lr / min_lr) ** (k / (iterations - 1))``
-at step k. It stops early once the loss diverges (non-finite, or four times the best smoothed
-loss). Model weights and optimizer state are put back afterwards.
-
-The suggestion is the swept learning rate where the smoothed loss falls fastest against
-log(lr) (the steepest descent), searched between a tenth of the way in and the minimum of the
-smoothed loss. The loss is smoothed with a bias-corrected EMA, beta = min(0.98, 1 - 2 / K).
+at step k. It stops early once the loss diverges. Model weights and optimizer state are put
+back afterwards. How the sweep is read (divergence, suggestion, plot) is in
+``voltrain.lr_suggest``: the steepest descent of the smoothed loss on log-log axes, capped
+at a tenth of the rate where the loss diverged.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
+from voltrain.lr_suggest import SweepRecord, plot_sweep, smooth_centered, suggest
 from voltrain.optim import ExponentialSweep
 from voltrain.run import TrainingRun
 from voltrain.run.checkpoint import load_matching_weights
-
-DIVERGENCE_FACTOR = 4.0
 
 
 @dataclass
@@ -40,37 +35,16 @@ class LRFindResult:
     losses: list[float]
     smoothed: list[float]
     suggestion: float
+    diverged_at: float | None
     plot: Path
     table: Path
 
 
-def smooth(losses: list[float]) -> list[float]:
-    """Bias-corrected exponential moving average of ``losses``."""
-    beta = min(0.98, 1 - 2 / max(len(losses), 3))
-    average, smoothed = 0.0, []
-    for k, loss in enumerate(losses, start=1):
-        average = beta * average + (1 - beta) * loss
-        smoothed.append(average / (1 - beta**k))
-    return smoothed
-
-
-def suggest(learning_rates: list[float], smoothed: list[float]) -> float:
-    """The learning rate of the steepest descent of ``smoothed`` against log(lr)."""
-    if len(smoothed) < 3:
-        return learning_rates[int(np.argmin(smoothed))]
-    end = int(np.argmin(smoothed)) + 1
-    begin = min(len(smoothed) // 10, max(end - 2, 0))
-    if end - begin < 2:
-        begin, end = 0, len(smoothed)
-    slope = np.gradient(np.asarray(smoothed[begin:end]), np.log(learning_rates[begin:end]))
-    return learning_rates[begin + int(np.argmin(slope))]
-
-
 def sweep(
     run: TrainingRun, iterations: int, min_lr: float, max_lr: float, progress: bool = False
-) -> tuple[list[float], list[float]]:
+) -> SweepRecord:
     """Train ``run`` for up to ``iterations`` steps with an exponentially rising learning
-    rate; returns (learning rates, losses) until the loss diverges.
+    rate; returns the learning rates and losses until the loss diverged, and where it did.
 
     The run's batch provider must be built. Weights, optimizer state and trainer state
     (iteration, schedule, clipping average, counters, callbacks) are put back afterwards, so
@@ -84,24 +58,19 @@ def sweep(
     trainer.lr_schedule = ExponentialSweep(
         trainer.learning_rate, min_lr, max_lr, iterations, start=trainer.iteration
     )
-    learning_rates, losses = [], []
+    record = SweepRecord()
     try:
         with trainer, tqdm(total=iterations, disable=not progress, unit="it") as bar:
             for stats in trainer.iterate(iterations, model, optimizer, run.device):
                 bar.update(1)
-                loss = stats.loss
-                if not math.isfinite(loss):
-                    break
-                learning_rates.append(stats.learning_rate)
-                losses.append(loss)
-                if loss > DIVERGENCE_FACTOR * min(smooth(losses)):
+                if not record.add(stats.learning_rate, stats.loss):
                     break
     finally:
         trainer.callbacks, trainer.lr_schedule, trainer.until, trainer.fail_on_nan_loss = settings
         model.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
         trainer.load_state_dict(saved[2])
-    return learning_rates, losses
+    return record
 
 
 def find_learning_rate(
@@ -123,13 +92,15 @@ def find_learning_rate(
     run.trainer.build_batch_provider(config.data.train, run.model, config.task, None)
     if config.trainer.weights_from:
         load_matching_weights(run.model, config.trainer.weights_from)
-    learning_rates, losses = sweep(run, iterations, min_lr, max_lr, progress)
-    if len(losses) < 2:
+    record = sweep(run, iterations, min_lr, max_lr, progress)
+    if len(record.losses) < 2:
         raise ConfigError(
             f"lr-find: the loss diverged at once (learning rate {min_lr:g}); lower --min-lr"
         )
-    smoothed = smooth(losses)
-    suggestion = suggest(learning_rates, smoothed)
+    learning_rates, losses = record.learning_rates, record.losses
+    smoothed = smooth_centered(record.stable()[1]).tolist()
+    smoothed += [float("nan")] * (len(losses) - len(smoothed))  # the step that diverged
+    suggestion = suggest(record)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / "lr_find.csv"
@@ -137,29 +108,10 @@ def find_learning_rate(
         writer = csv.writer(file)
         writer.writerow(["learning_rate", "loss", "smoothed_loss"])
         writer.writerows(zip(learning_rates, losses, smoothed, strict=True))
-    plot = _plot(out_dir / "lr_find.png", learning_rates, losses, smoothed, suggestion)
-    return LRFindResult(learning_rates, losses, smoothed, suggestion, plot, table)
-
-
-def _plot(path: Path, learning_rates, losses, smoothed, suggestion: float) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(learning_rates, losses, color="0.7", linewidth=1, label="loss")
-    axes.plot(learning_rates, smoothed, color="C0", linewidth=2, label="smoothed loss")
-    axes.axvline(suggestion, color="C3", linestyle="--", label=f"suggested {suggestion:.2e}")
-    axes.set_xscale("log")
-    axes.set_xlabel("learning rate")
-    axes.set_ylabel("training loss")
-    axes.set_title("learning-rate sweep")
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    plot = plot_sweep(out_dir / "lr_find.png", record, suggestion)
+    return LRFindResult(
+        learning_rates, losses, smoothed, suggestion, record.diverged_at, plot, table
+    )
 
 
 def describe(result: LRFindResult) -> str:
@@ -168,9 +120,21 @@ def describe(result: LRFindResult) -> str:
         [
             f"swept {len(result.losses)} iterations, learning rate "
             f"{result.learning_rates[0]:.2e} to {result.learning_rates[-1]:.2e}",
-            f"suggested learning rate: {result.suggestion:.2e} (steepest descent of the "
-            "smoothed loss)",
+            f"suggested learning rate: {result.suggestion:.2e} ({_why(result)})",
             f"plot:  {result.plot}",
             f"table: {result.table}",
         ]
+    )
+
+
+def _why(result: LRFindResult) -> str:
+    """How the suggestion was reached, for the printed line."""
+    if result.diverged_at is None:
+        return (
+            "steepest descent of the smoothed loss; the loss did not diverge up to "
+            f"{result.learning_rates[-1]:.2e}, a larger --max-lr shows where it does"
+        )
+    return (
+        "steepest descent of the smoothed loss, at most a tenth of "
+        f"{result.diverged_at:.2e} where the loss diverged"
     )

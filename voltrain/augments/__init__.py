@@ -15,8 +15,15 @@ from voltrain.augments import (  # noqa: F401  (imported to register the built-i
 from voltrain.augments.base import (
     AugmentConfig,
     parse_augment,
+    parse_augments,
     register_augment,
     registered_augments,
 )
 
-__all__ = ["AugmentConfig", "parse_augment", "register_augment", "registered_augments"]
+__all__ = [
+    "AugmentConfig",
+    "parse_augment",
+    "parse_augments",
+    "register_augment",
+    "registered_augments",
+]

@@ -15,7 +15,8 @@ from importlib.metadata import entry_points
 from typing import Any
 
 import gunpowder as gp
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
@@ -115,3 +116,47 @@ def parse_augment(data: Any, where: str = "augments") -> AugmentConfig:
             f"{where}: unknown augment type '{type_name}' (known types: {', '.join(sorted(known))})"
         )
     return cls.model_validate(data)
+
+
+def parse_augments(items: list[Any]) -> list[AugmentConfig]:
+    """Validate a list of augment entries, reporting the problems of every entry at once.
+
+    Raises a pydantic ``ValidationError`` whose locations start with the entry's index, so
+    that a config error reads ``trainer.augments[1].jitter_sigma`` rather than losing the
+    index; an unknown or missing ``type`` is reported at the entry itself.
+    """
+    known = registered_augments()
+    names = ", ".join(sorted(known))
+    parsed: list[AugmentConfig] = []
+    problems: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, AugmentConfig):
+            parsed.append(item)
+            continue
+        cls = known.get(item.get("type")) if isinstance(item, dict) else None
+        if cls is None:
+            problems.append(_type_problem(index, item, names))
+            continue
+        try:
+            parsed.append(cls.model_validate(item))
+        except ValidationError as error:
+            problems += [{**e, "loc": (index, *e["loc"])} for e in error.errors()]
+    if problems:
+        raise ValidationError.from_exception_data("augments", problems)
+    return parsed
+
+
+def _type_problem(index: int, item: Any, names: str) -> dict[str, Any]:
+    """The error entry for an augment whose ``type`` selects no registered augment."""
+    if not isinstance(item, dict):
+        message = "expected a mapping with a 'type' key (known types: {names})"
+    elif "type" not in item:
+        message = "missing 'type' (known types: {names})"
+    else:
+        message = "unknown augment type '{type}' (known types: {names})"
+    context = {"names": names, "type": str(item.get("type")) if isinstance(item, dict) else ""}
+    return {
+        "type": PydanticCustomError("augment_type", message, context),
+        "loc": (index,),
+        "input": item,
+    }

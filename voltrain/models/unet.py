@@ -108,6 +108,15 @@ def _axis_output_size(config: UNetConfig, axis: int, size: int) -> int:
     return size
 
 
+def axis_output_size(config: UNetConfig, axis: int, size: int) -> int | None:
+    """The output size along ``axis`` (0: z) for ``size`` input voxels, or None where the
+    network cannot take that size."""
+    try:
+        return _axis_output_size(config, axis, size)
+    except _InvalidSize:
+        return None
+
+
 def _axis_is_valid(config: UNetConfig, axis: int, size: int) -> bool:
     try:
         _axis_output_size(config, axis, size)

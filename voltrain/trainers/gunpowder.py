@@ -12,7 +12,7 @@ from funlib.geometry import Coordinate
 from pydantic import Field, SerializeAsAny, field_validator
 from torch.utils.data import DataLoader
 
-from voltrain.augments.base import AugmentConfig, parse_augment
+from voltrain.augments.base import AugmentConfig, parse_augments
 from voltrain.data import DatasetConfig
 from voltrain.errors import ConfigError, VoltrainError, recover_voltrain_error
 from voltrain.inference import InputConfig, IntensityMap
@@ -77,7 +77,7 @@ class GunpowderTrainerConfig(TrainerConfig):
             return []
         if not isinstance(value, list):
             raise ValueError("must be a list of augments, each with a 'type'")
-        return [parse_augment(item, f"trainer.augments[{i}]") for i, item in enumerate(value)]
+        return parse_augments(value)
 
     def build(self) -> GunpowderTrainer:
         return GunpowderTrainer(self)
