@@ -180,7 +180,7 @@ def test_blocks_that_keep_failing_are_listed_and_the_output_stays_incomplete(
     assert record(output)["complete"] is False
     # Each failing block was tried 1 + max_retries times; the worker logs hold every traceback.
     logs = "".join(path.read_text() for path in Path(f"{output}.done/logs").rglob("*.err"))
-    assert logs.count("in run_worker") == 2 * len(failing)
+    assert logs.count("in serve_blocks") == 2 * len(failing)
 
 
 def _coarse_input(volume: Path, tmp_path: Path) -> str:
