@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from voltrain.cli_results import RESULT_COMMANDS, add_results_parsers
 from voltrain.errors import NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_predict_parsers(commands)
     _add_lr_find_parser(commands)
+    add_results_parsers(commands)
     return parser
 
 
@@ -210,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "predict-worker": _predict_worker,
             "lr-find": _lr_find,
+            **RESULT_COMMANDS,
         }[args.command](args)
     except NanLossError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)

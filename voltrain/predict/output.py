@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
@@ -30,7 +31,9 @@ from funlib.persistence import open_ds, prepare_ds
 
 from voltrain.blocks.record import BlockRecord, tile_rois
 from voltrain.errors import ConfigError
-from voltrain.predict.spec import PredictionSpec
+
+if TYPE_CHECKING:  # the spec pulls in torch; segmentation workers create arrays here too
+    from voltrain.predict.spec import PredictionSpec
 
 RECORD_KEY = "voltrain_predict"
 
