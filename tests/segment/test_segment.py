@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import zarr
 from funlib.persistence import open_ds
-
-from tests.segment.volumes import (
+from segment_volumes import (
     NEIGHBORHOOD,
     affinities_of,
     touching_cubes,
     write_array,
     write_config,
 )
+
 from voltrain.blocks.run import BlockRunOptions
 from voltrain.cli import main
 from voltrain.segment import SegmentConfig, segment_array
@@ -37,12 +37,17 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def noisy_cells(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of 4^3 voxel cells on a 16 x 16 x 24 grid, and noisy affinities."""
+    """Labels of 4^3 voxel cells on a 16 x 16 x 24 grid, and noisy affinities: 0.9 inside
+    cells, 0.05 on boundaries, but 0.35 on the boundaries of even-labelled cells (weak
+    boundaries, which low thresholds keep and high thresholds merge)."""
     rng = np.random.default_rng(seed)
     cells = rng.integers(1, 40, (4, 4, 6), dtype=np.uint64)
     labels = cells.repeat(4, 0).repeat(4, 1).repeat(4, 2)
-    noise = rng.normal(0, 0.2, (3, *labels.shape))
-    return labels, np.clip(affinities_of(labels) + noise, 0, 1).astype(np.float32)
+    clean = affinities_of(labels)
+    weak = (clean == 0) & (labels % 2 == 0)[None]
+    affinities = np.where(clean == 1, 0.9, np.where(weak, 0.35, 0.05))
+    noise = rng.normal(0, 0.1, affinities.shape)
+    return labels, np.clip(affinities + noise, 0, 1).astype(np.float32)
 
 
 def run_segment(tmp_path, affinities, workers=1, block_shape=(8, 8, 8), thresholds=(0.3, 0.7)):

@@ -109,6 +109,7 @@ def plan_segmentation(
     return SegmentSpec(
         input=input_path,
         mask=mask_path,
+        mask_offset=list(mask.roi.offset) if mask_path else None,
         output=output_path,
         neighborhood=[list(map(int, offset)) for offset in neighborhood],
         voxel_size=list(affinities.voxel_size),

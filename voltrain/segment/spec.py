@@ -20,6 +20,7 @@ class SegmentSpec(StrictModel):
 
     input: str
     mask: str | None = None
+    mask_offset: list[int] | None = Field(None, min_length=3, max_length=3)
     output: str
     neighborhood: list[list[int]]
     voxel_size: list[int] = Field(min_length=3, max_length=3)

@@ -31,7 +31,6 @@ from funlib.geometry import Coordinate
 
 from voltrain.blocks.record import BlockRecord, write_atomically
 from voltrain.errors import ConfigError
-from voltrain.predict.output import prepare_output_array, split_container
 from voltrain.segment.spec import SegmentSpec
 
 RECORD_KEY = "voltrain_segment"
@@ -52,7 +51,6 @@ class SegmentStore:
 
     def __init__(self, output: str):
         self.output = str(output)
-        self.container, self.name = split_container(self.output)
         self.done_dir = Path(self.output + ".done")
         self.records = {stage: BlockRecord(self.done_dir / stage) for stage in STAGES}
         self.tables_dir = self.done_dir / "edges" / "tables"
@@ -93,8 +91,10 @@ class SegmentStore:
         """Create the group, an empty fragments array and fresh stage records."""
         shutil.rmtree(self.output, ignore_errors=True)
         shutil.rmtree(self.done_dir, ignore_errors=True)
-        root = zarr.open_group(str(self.container), mode="a")
-        group = root.require_group(self.name)
+        from voltrain.predict.output import split_container
+
+        container, name = split_container(self.output)
+        group = zarr.open_group(str(container), mode="a").require_group(name)
         group.attrs[RECORD_KEY] = {"complete": False, "thresholds": [], **spec.identity()}
         self._create_array(spec, self.fragments)
         for record in self.records.values():
@@ -117,6 +117,8 @@ class SegmentStore:
         self.update_record(thresholds=spec.thresholds, complete=False)
 
     def _create_array(self, spec: SegmentSpec, path: str) -> None:
+        from voltrain.predict.output import prepare_output_array
+
         prepare_output_array(
             path,
             shape=tuple(spec.volume_shape),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import open_ds
 
 from voltrain.blocks.record import block_name
 from voltrain.segment.agglomerate import relabel
@@ -19,7 +18,8 @@ from voltrain.segment.blocks import block_index, id_offset
 from voltrain.segment.fragments import block_fragments
 from voltrain.segment.rag import block_edges, neighborhood_context
 from voltrain.segment.spec import SegmentSpec
-from voltrain.segment.store import SegmentStore, threshold_name
+from voltrain.segment.store import SegmentStore
+from voltrain.segment.window import ZarrWindow
 
 
 class SegmentWorker:
@@ -53,22 +53,25 @@ class StageBlocks:
         self.spec = spec
         self.store = SegmentStore(spec.output)
         self.voxel_size = Coordinate(spec.voxel_size)
-        self.affinities = open_ds(spec.input, mode="r")
-        self.mask = open_ds(spec.mask, mode="r") if spec.mask else None
+        self.affinities = ZarrWindow(spec.input, spec.roi_offset, spec.voxel_size)
+        self.mask = ZarrWindow(spec.mask, spec.mask_offset, spec.voxel_size) if spec.mask else None
         self._lookup = None
+
+    def _output(self, path: str) -> ZarrWindow:
+        return ZarrWindow(path, self.spec.roi_offset, self.spec.voxel_size, mode="r+")
 
     def _inside(self, write_roi: Roi) -> Roi:
         return write_roi.intersect(self.spec.roi)
 
     def _read_affinities(self, roi: Roi) -> np.ndarray:
-        data = np.asarray(self.affinities[roi], dtype=np.float32)
+        data = self.affinities.read(roi).astype(np.float32)
         return data * np.float32(self.spec.affinity_scale)
 
     def fragments(self, write_roi: Roi) -> None:
         roi = self._inside(write_roi)
         begin = (roi.begin - self.spec.roi.begin) / self.voxel_size
         index = block_index(begin, self.spec.volume_shape, self.spec.block_shape)
-        mask = None if self.mask is None else self.mask[roi]
+        mask = None if self.mask is None else self.mask.read(roi)
         fragments = block_fragments(
             self._read_affinities(roi),
             self.spec.neighborhood,
@@ -77,14 +80,14 @@ class StageBlocks:
             self.spec.settings.min_fragment_size,
             id_offset(index, self.spec.block_shape),
         )
-        open_ds(self.store.fragments, mode="r+")[roi] = fragments
+        self._output(self.store.fragments).write(roi, fragments)
         self.store.records["fragments"].mark_done(write_roi)
 
     def edges(self, write_roi: Roi) -> None:
         roi = self._inside(write_roi)
         context = Coordinate(neighborhood_context(self.spec.neighborhood))
         grown = roi.grow(context * self.voxel_size, context * self.voxel_size)
-        fragments = open_ds(self.store.fragments, mode="r").to_ndarray(grown, fill_value=0)
+        fragments = self._output(self.store.fragments).read(grown)
         pairs, stats = block_edges(
             fragments,
             self._read_affinities(roi),
@@ -103,8 +106,8 @@ class StageBlocks:
             self._lookup = self.store.read_lookup()
         thresholds, fragment_ids, segment_ids = self._lookup
         roi = self._inside(write_roi)
-        fragments = open_ds(self.store.fragments, mode="r")[roi]
+        fragments = self._output(self.store.fragments).read(roi)
         for threshold, ids in zip(thresholds, segment_ids, strict=True):
-            array = open_ds(f"{self.spec.output}/{threshold_name(threshold)}", mode="r+")
-            array[roi] = relabel(fragments, fragment_ids, ids)
+            array = self._output(self.store.segmentation(threshold))
+            array.write(roi, relabel(fragments, fragment_ids, ids))
         self.store.records["relabel"].mark_done(write_roi)

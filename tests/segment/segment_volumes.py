@@ -20,8 +20,9 @@ def affinities_of(labels: np.ndarray, neighborhood=NEIGHBORHOOD) -> np.ndarray:
     affinities = np.zeros((len(neighborhood), *labels.shape), dtype=np.float32)
     for channel, offset in enumerate(neighborhood):
         partner = np.zeros_like(labels)
-        target = tuple(slice(max(0, -o), s - max(0, o)) for o, s in zip(offset, labels.shape))
-        source = tuple(slice(max(0, o), s - max(0, -o)) for o, s in zip(offset, labels.shape))
+        pairs = list(zip(offset, labels.shape, strict=True))
+        target = tuple(slice(max(0, -o), s - max(0, o)) for o, s in pairs)
+        source = tuple(slice(max(0, o), s - max(0, -o)) for o, s in pairs)
         partner[target] = labels[source]
         affinities[channel] = (labels == partner) & (labels != 0)
     return affinities
