@@ -145,3 +145,36 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     )
     np.testing.assert_array_equal(open_ds(f"{output}/threshold_0.5")[:], expected[0.5])
     assert not Path(f"{output}/threshold_0.3").exists()
+
+
+def _bad_affinities(kind: str, tmp_path: Path) -> tuple[str, list[str], str]:
+    """(affinities path, extra arguments, the input the error must name) of a bad case."""
+    labels, affinities = touching_cubes(0.4)
+    container = tmp_path / "in.zarr"
+    if kind == "channels":
+        return write_array(container / "affs", affinities[:2]), [], "--input"
+    affs = write_array(container / "affs", affinities)
+    if kind == "no voxel size":
+        zarr.create_array(str(container / "bare"), shape=affinities.shape, dtype="f4")
+        return str(container / "bare"), [], "--input"
+    if kind == "threshold":
+        return affs, ["--thresholds", "0.5", "1.5"], "--thresholds"
+    if kind == "mask voxel size":
+        mask = write_array(container / "mask", np.ones(labels.shape, "u1"), voxel_size=(2, 2, 2))
+        return affs, ["--mask", mask], "--mask"
+    mask = write_array(container / "mask", np.zeros(labels.shape, "u1"))  # empty
+    return affs, ["--mask", mask], "--mask"
+
+
+@pytest.mark.parametrize(
+    "kind", ["channels", "no voxel size", "threshold", "mask voxel size", "empty mask"]
+)
+def test_bad_input_is_one_line_naming_it_exit_2_and_nothing_written(kind, tmp_path, capsys):
+    affs, extra, named = _bad_affinities(kind, tmp_path)
+    config = write_config(tmp_path)
+    output = tmp_path / "out.zarr" / "seg"
+    args = ["segment", str(config), "--input", affs, "--output", str(output), *extra]
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "out.zarr").exists()
