@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from voltrain.errors import ConfigError
+
 
 def add_results_parsers(commands) -> None:
     segment = commands.add_parser("segment", help="affinities to a segmentation, blockwise")
@@ -43,6 +45,22 @@ def add_segment_options(parser) -> None:
         metavar=("Z", "Y", "X"),
         help="voxels per segmentation block (default: segment.block_shape)",
     )
+
+
+def check_segment_options(args: argparse.Namespace) -> None:
+    """Check ``predict --segment``'s options before anything is predicted."""
+    from voltrain.experiment import load_config
+    from voltrain.predict.output import split_container
+    from voltrain.segment.blockwise import experiment_neighborhood
+    from voltrain.segment.config import check_thresholds
+
+    experiment_neighborhood(load_config(args.config), args.config)
+    if args.thresholds is not None:
+        try:
+            check_thresholds(args.thresholds)
+        except ValueError as error:
+            raise ConfigError(f"--thresholds: {error}") from None
+    split_container(args.segment, "--segment")
 
 
 def segment_command(args: argparse.Namespace, input: str, output: str) -> None:

@@ -65,6 +65,7 @@ def predict(
     worker_command: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    block_shape: list[int] | None = None,
 ) -> PredictionResult:
     """Predict ``input`` over ``roi`` with the checkpoint into the ``output`` array.
 
@@ -78,7 +79,7 @@ def predict(
     # oversubscribes. A worker started by a command owns its node's cores.
     cpu_threads = None if worker_command else 1
     spec = plan_prediction(
-        config, checkpoint, input, output, roi, device, cpu_threads, worker_command
+        config, checkpoint, input, output, roi, device, cpu_threads, worker_command, block_shape
     )
     store = OutputStore(spec.output)
     if store.exists() and not overwrite:
