@@ -50,15 +50,7 @@ def plan_prediction(
 
     config = load_config(config_path)
     task = config.task.build()
-    input_shape = Coordinate(config.trainer.input_shape)
-    out_shape = output_shape(config.model, input_shape)
-    if any((i - o) % 2 for i, o in zip(input_shape, out_shape, strict=True)):
-        raise ConfigError(
-            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
-            "number of voxels on some axis; blocks could not be centred"
-        )
-    if block_shape is not None:
-        input_shape, out_shape = _block_shapes(config, input_shape, out_shape, block_shape)
+    input_shape, out_shape = _block_shapes(config, block_shape)
     checkpoint = str(Path(checkpoint).resolve())
     state = load_checkpoint(Path(checkpoint))
     load_model_state(build_model(config.model, 1, task.num_channels), state, checkpoint)
@@ -97,10 +89,18 @@ def plan_prediction(
     )
 
 
-def _block_shapes(
-    config: ExperimentConfig, input_shape: Coordinate, out_shape: Coordinate, block_shape
-) -> tuple[Coordinate, Coordinate]:
-    """The (input, output) voxels of a block whose output is ``block_shape``."""
+def _block_shapes(config: ExperimentConfig, block_shape) -> tuple[Coordinate, Coordinate]:
+    """The (input, output) voxels of a block: the training shapes, or those of a block whose
+    output is ``block_shape``."""
+    input_shape = Coordinate(config.trainer.input_shape)
+    out_shape = output_shape(config.model, input_shape)
+    if any((i - o) % 2 for i, o in zip(input_shape, out_shape, strict=True)):
+        raise ConfigError(
+            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
+            "number of voxels on some axis; blocks could not be centred"
+        )
+    if block_shape is None:
+        return input_shape, out_shape
     block = Coordinate(int(size) for size in block_shape)
     text = f"--block-shape {' '.join(map(str, block))}"
     if len(block) != 3 or any(size <= 0 for size in block):
