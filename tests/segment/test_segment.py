@@ -178,3 +178,17 @@ def test_bad_input_is_one_line_naming_it_exit_2_and_nothing_written(kind, tmp_pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and named in err, err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_an_existing_array_at_the_output_is_not_replaced_without_overwrite(tmp_path, capsys):
+    labels, affinities = touching_cubes(0.4)
+    affs = write_array(tmp_path / "in.zarr" / "affs", affinities)
+    output = tmp_path / "out.zarr" / "seg"
+    write_array(output, labels)  # somebody's labels
+    args = ["segment", str(write_config(tmp_path)), "--input", affs, "--output", str(output)]
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--output" in err and "--overwrite" in err, err
+    np.testing.assert_array_equal(open_ds(str(output))[:], labels)
+    assert main([*args, "--no-progress", "--overwrite"]) == 0
+    assert zarr.open_group(str(output)).attrs[RECORD_KEY]["complete"] is True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from funlib.geometry import Coordinate
@@ -58,8 +59,8 @@ def segment_blockwise(
     """Run (or resume) the segmentation job ``spec``; everything was checked by the plan."""
     options.check()
     store = SegmentStore(spec.output)
-    if store.record() is not None and not overwrite:
-        store.check_resumable(spec)
+    if Path(spec.output).exists() and not overwrite:
+        store.check_resumable(spec)  # never replace what this command did not write
     else:
         store.create(spec)
     store.prepare_thresholds(spec)
