@@ -69,6 +69,23 @@ def test_touching_cubes_merge_above_the_interface_score_and_not_below():
     assert set(np.unique(result[0.7])) == {0, 1}
 
 
+def test_a_quantile_score_merges_on_the_quantile_not_the_mean():
+    labels, affinities = touching_cubes(interface_affinity=0.05)
+    affinities[2, 1:7, 1:4, 7] = 0.45  # half the interface: mean 0.25, upper quartile 0.45
+    thresholds = [0.6]
+    mean = segment_array(affinities, NEIGHBORHOOD, thresholds)[0.6]
+    upper = SegmentConfig(block_shape=None, score="quantile", quantile=0.75)
+    lower = SegmentConfig(block_shape=None, score="quantile", quantile=0.25)
+    assert same_partition(mean, labels)  # 1 - 0.25 = 0.75 >= 0.6: apart
+    merged = (labels != 0).astype(np.uint64)
+    assert same_partition(
+        segment_array(affinities, NEIGHBORHOOD, thresholds, None, upper)[0.6], merged
+    )
+    assert same_partition(
+        segment_array(affinities, NEIGHBORHOOD, thresholds, None, lower)[0.6], labels
+    )
+
+
 def test_touching_cubes_blockwise_match_whole_volume(tmp_path):
     labels, affinities = touching_cubes(interface_affinity=0.4)
     result = run_segment(tmp_path, affinities, block_shape=(4, 4, 4), thresholds=(0.5, 0.7))
