@@ -18,6 +18,7 @@ from voltrain.data import DataConfig
 from voltrain.errors import ConfigError
 from voltrain.inference import InputConfig, merge_input
 from voltrain.models.unet import UNetConfig
+from voltrain.segment.config import SegmentConfig
 from voltrain.tasks import TaskConfigs
 from voltrain.trainers import TrainerConfigs
 
@@ -30,6 +31,7 @@ class ExperimentConfig(StrictModel):
     model: UNetConfig = Field(default_factory=UNetConfig)
     task: TaskConfigs
     trainer: TrainerConfigs
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
 
     @field_validator("trainer", mode="before")
     @classmethod

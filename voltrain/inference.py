@@ -6,7 +6,7 @@ is exactly the block ``voltrain predict`` writes. Training reads the same ``inpu
 (``InputConfig``): its normalisation comes first, its fixed maps last, after the augments.
 
 Also here, because every blockwise job needs them: how a ROI is cut into blocks
-(``tile_roi``), the check that a block's input can be centred on its output
+(``tile_roi``, from ``voltrain.blocks``), the check that a block's input can be centred on its output
 (``check_centred``), and which device a process runs on (``resolve_device``).
 """
 
@@ -21,6 +21,7 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 from pydantic import Field
 
+from voltrain.blocks.record import tile_roi
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
 from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
@@ -87,17 +88,6 @@ def inference_graph(
         graph += node
     graph += Predict(model, raw_key, output_key, context, activation=activation, device=device)
     return graph
-
-
-def tile_roi(roi: Roi, block_shape: Coordinate) -> list[Roi]:
-    """Blocks of ``block_shape`` (world units) tiling ``roi`` from its offset; the last block
-    on each axis may reach beyond ``roi``."""
-    block_shape = Coordinate(block_shape)
-    counts = [-(-size // block) for size, block in zip(roi.shape, block_shape, strict=True)]
-    return [
-        Roi(roi.begin + Coordinate(index) * block_shape, block_shape)
-        for index in np.ndindex(*counts)
-    ]
 
 
 def check_centred(input_shape: Sequence[int], output_shape: Sequence[int], key: str) -> None:

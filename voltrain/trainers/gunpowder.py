@@ -195,6 +195,7 @@ class GunpowderTrainer(Trainer):
                 output_shape,
                 raw_input,
                 device,
+                self._segmentation_scorer(task),
             )
             return
         maps = raw_input.intensity_maps
@@ -207,6 +208,15 @@ class GunpowderTrainer(Trainer):
             self.batch_size,
             device,
         )
+
+    def _segmentation_scorer(self, task):
+        """The scorer of ``validation.metric: voi`` or ``arand``, else None."""
+        validation = self.config.validation
+        if not validation.by_segmentation:
+            return None
+        from voltrain.segment.validation import SegmentationScorer
+
+        return SegmentationScorer(task.neighborhood, validation.thresholds, validation.metric)
 
     def __enter__(self) -> GunpowderTrainer:
         if self.pipeline is None:

@@ -64,6 +64,8 @@ class BlockwiseValidator:
         output_shape: network output, voxels.
         input_config: normalisation and fixed intensity maps, as in training.
         device: where the model runs.
+        scorer: a ``SegmentationScorer`` that adds VOI and ARAND of the segmented
+            predictions (``trainer.validation.metric: voi`` or ``arand``), or None.
     """
 
     def __init__(
@@ -74,8 +76,10 @@ class BlockwiseValidator:
         output_shape: Coordinate,
         input_config: InputConfig,
         device: torch.device,
+        scorer=None,
     ):
         check_centred(input_shape, output_shape, "trainer.validation.mode blockwise")
+        self.scorer = scorer
         self.volumes = list(volumes)
         self.task = task
         self.input_shape = Coordinate(input_shape)
@@ -122,8 +126,10 @@ class BlockwiseValidator:
         weighted_loss = torch.zeros((), dtype=torch.float64)
         total_weight = torch.zeros((), dtype=torch.float64)
         predictions, targets, weights = [], [], []
+        segmentable = []
         try:
             for volume in self.volumes:
+                first = len(predictions)
                 for logits, target, weight in self._blocks_of(volume, model):
                     loss = self.task.loss(logits, target, weight)
                     # task.loss divides by clamp(sum(weight), 1e-6): undo it to sum blocks.
@@ -133,10 +139,25 @@ class BlockwiseValidator:
                     predictions.append(self.task.activation(logits))
                     targets.append(target)
                     weights.append(weight)
+                if self.scorer is not None:
+                    segmentable.append(self._segmentable(volume, predictions[first:]))
         finally:
             model.train(was_training)
         loss = float(weighted_loss / total_weight) if total_weight > 0 else math.nan
-        return validation_results(self.task, loss, predictions, targets, weights)
+        results = validation_results(self.task, loss, predictions, targets, weights)
+        if self.scorer is not None:
+            results.update(self.scorer.score(segmentable))
+        return results
+
+    def _segmentable(self, volume: TrainingVolume, predictions: list[torch.Tensor]):
+        """(affinities, gt, mask) of a volume over its gt ROI, for the scorer."""
+        from voltrain.segment.validation import assemble_blocks
+
+        roi = volume.gt.roi
+        blocks = [p.numpy() for p in predictions]
+        affinities = assemble_blocks(self.blocks(volume), blocks, roi, volume.voxel_size)
+        mask = None if volume.mask is None else volume.mask.to_ndarray(roi, fill_value=0)
+        return affinities, volume.gt[roi], mask
 
     def _blocks_of(self, volume: TrainingVolume, model: torch.nn.Module):
         """(logits, target, weight) of every block of ``volume``, each (1, C, z, y, x)."""
