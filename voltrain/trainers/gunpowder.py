@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
 from voltrain.errors import VoltrainError, recover_voltrain_error
+from voltrain.io.write import source_units
 from voltrain.loader import make_loader
 from voltrain.nodes.torch_deform import deform_raw
 from voltrain.pipeline import (
@@ -83,11 +84,13 @@ class GunpowderTrainer(Trainer):
 
     Attributes:
         voxel_size: the training data's voxel size (known once the provider is built).
+        units: its units (OME names; None: none given), which snapshots carry.
     """
 
     def __init__(self, config: GunpowderTrainerConfig):
         super().__init__(config)
         self.voxel_size: Coordinate | None = None
+        self.units: list[str] | None = None
         self.pipeline: TrainingPipeline | None = None
         self.snapshot_container: Path | None = None
         self._loader_iterator = None
@@ -104,6 +107,7 @@ class GunpowderTrainer(Trainer):
         volumes = open_training_volumes(datasets, output_shape, key)
         if key == "data.train":
             self.voxel_size = volumes[0].voxel_size
+            self.units = source_units(volumes[0].gt, "data.train[0].gt")
         sampling_maps = compute_sampling_maps(volumes, output_shape, config.min_masked)
         return TrainingPipeline(
             datasets=list(datasets),
@@ -261,5 +265,5 @@ class GunpowderTrainer(Trainer):
             "prediction": at_output(prediction),
             "gradient": at_output(result.logits_grad[0].float()),
         }
-        path = write_snapshot(self.snapshot_container, self.iteration, arrays)
+        path = write_snapshot(self.snapshot_container, self.iteration, arrays, self.units)
         self.notify_snapshot(self.iteration, path, {k: a.data for k, a in arrays.items()})
