@@ -2,8 +2,10 @@
 
 For ``--output c.zarr/pred``::
 
-    c.zarr/pred              float32 (channels, z, y, x), one chunk per block output, with
+    c.zarr/pred              an OME-NGFF image (``voltrain.io.write``) with
                              attrs["voltrain_predict"] = {"complete": bool, identity ...}
+    c.zarr/pred/s0           float32 (channels, z, y, x), one chunk per block output, placed
+                             by the input's voxel size and units and the ROI's offset
     c.zarr/pred.done/
         blocks/<z>_<y>_<x>   an empty file per finished block, named after the world
                              offset of its output; written (atomic rename) after the
@@ -28,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import open_ds, prepare_ds
+from funlib.persistence import open_ds
 
 from voltrain.errors import ConfigError
+from voltrain.io.write import Placement, create_image, level_path
 from voltrain.predict.spec import PredictionSpec
 
 RECORD_KEY = "voltrain_predict"
@@ -66,14 +69,15 @@ def _block_name(write_roi: Roi) -> str:
 
 
 class OutputStore:
-    """The output array and its ``.done`` directory (see the module docstring).
+    """The output image and its ``.done`` directory (see the module docstring).
 
     Args:
-        output: the output array path, ``container.zarr/name``.
+        output: the output image path, ``container.zarr/name``.
     """
 
     def __init__(self, output: str):
         self.output = str(output)
+        self.array_path = level_path(self.output)
         self.container, self.name = split_container(self.output)
         self.done_dir = Path(self.output + ".done")
         self.blocks_dir = self.done_dir / "blocks"
@@ -88,12 +92,12 @@ class OutputStore:
         return Path(self.output).exists()
 
     def record(self) -> dict | None:
-        """The ``voltrain_predict`` attribute, or None if the array has none."""
+        """The ``voltrain_predict`` attribute, or None if the image has none."""
         try:
             handle = zarr.open(self.output, mode="r")
         except (FileNotFoundError, KeyError, ValueError):
             return None
-        if not isinstance(handle, zarr.Array):
+        if not isinstance(handle, zarr.Group):
             return None
         record = handle.attrs.get(RECORD_KEY)
         return dict(record) if isinstance(record, dict) else None
@@ -113,42 +117,41 @@ class OutputStore:
                 f"{', '.join(differing)}; pass --overwrite to replace it or choose another path"
             )
 
-    def create(self, spec: PredictionSpec) -> None:
-        """Create the empty output array, marked incomplete, and a fresh ``.done`` directory.
+    def create(self, spec: PredictionSpec, labels: bool = False) -> None:
+        """Create the empty output image, marked incomplete, and a fresh ``.done`` directory.
 
-        Markers of an earlier array at this path would lie about the new one, so they go.
+        ``labels``: a uint64 (z, y, x) label volume (a segmentation) instead of float32
+        channels. Markers of an earlier output at this path would lie about the new one, so
+        they go.
         """
         if self.exists():
-            self._remove_array()
+            self._remove_output()
         shutil.rmtree(self.done_dir, ignore_errors=True)
-        group = zarr.open_group(str(self.container), mode="a")
-        parent = self.name.rpartition("/")[0]
-        if parent:
-            group.require_group(parent)
+        voxel_size = Coordinate(spec.voxel_size)
+        spatial_shape = spec.roi.shape / voxel_size
         block_shape = Coordinate(spec.output_shape)
-        prepare_ds(
-            self.output,
-            shape=(spec.num_channels, *(spec.roi.shape / Coordinate(spec.voxel_size))),
-            offset=spec.roi.offset,
-            voxel_size=Coordinate(spec.voxel_size),
-            axis_names=["c^", "z", "y", "x"],
-            types=["channel", "space", "space", "space"],
-            chunk_shape=(spec.num_channels, *block_shape),
+        create_image(
+            zarr.open_group(str(self.container), mode="a", zarr_format=3),
+            self.name,
+            shape=spatial_shape if labels else (spec.num_channels, *spatial_shape),
             dtype=np.float32,
-            mode="w",
-            custom_metadata={RECORD_KEY: {"complete": False, **spec.identity()}},
+            placement=Placement.of(voxel_size, spec.roi.offset, spec.units, "--input units"),
+            chunk_shape=block_shape if labels else (spec.num_channels, *block_shape),
+            labels=labels,
+            attributes={RECORD_KEY: {"complete": False, **spec.identity()}},
         )
         for directory in (self.blocks_dir, self.failed_dir, self.logs_dir):
             directory.mkdir(parents=True, exist_ok=True)
 
-    def _remove_array(self) -> None:
+    def _remove_output(self) -> None:
+        """Remove an earlier output: an array, or an image group, never any other group."""
         handle = zarr.open(self.output, mode="r")
-        if not isinstance(handle, zarr.Array):
-            raise ConfigError(f"--output {self.output}: is a zarr group, not an array")
+        if isinstance(handle, zarr.Group) and "ome" not in handle.attrs and not self.record():
+            raise ConfigError(f"--output {self.output}: is a zarr group, not an image")
         shutil.rmtree(self.output)
 
     def set_complete(self, complete: bool) -> None:
-        handle = zarr.open_array(self.output, mode="r+")
+        handle = zarr.open_group(self.output, mode="r+")
         record = dict(handle.attrs[RECORD_KEY])
         record["complete"] = complete
         handle.attrs[RECORD_KEY] = record
@@ -173,15 +176,15 @@ class OutputStore:
         return (self.blocks_dir / _block_name(write_roi)).exists()
 
     def write_block(self, write_roi: Roi, data: np.ndarray) -> None:
-        """Write a block's (C, z, y, x) prediction, cropped to the output ROI, then mark it
-        done."""
+        """Write a block's (C, z, y, x) prediction or (z, y, x) labels, cropped to the output
+        ROI, then mark it done."""
         if self._array is None:
-            self._array = open_ds(self.output, mode="r+")
+            self._array = open_ds(self.array_path, mode="r+")
         array = self._array
         inside = write_roi.intersect(array.roi)
         begin = (inside.begin - write_roi.begin) / array.voxel_size
         end = begin + inside.shape / array.voxel_size
-        array[inside] = data[(slice(None), *(slice(b, e) for b, e in zip(begin, end, strict=True)))]
+        array[inside] = data[(Ellipsis, *(slice(b, e) for b, e in zip(begin, end, strict=True)))]
         _write_atomically(self.blocks_dir / _block_name(write_roi), "")
         (self.failed_dir / _block_name(write_roi)).unlink(missing_ok=True)
 
