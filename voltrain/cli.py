@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_predict_parsers(commands)
     _add_lr_find_parser(commands)
+    _add_view_parser(commands)
     return parser
 
 
@@ -168,6 +169,24 @@ def _lr_find(args: argparse.Namespace) -> None:
     print(describe(result))
 
 
+def _add_view_parser(commands) -> None:
+    viewer = commands.add_parser(
+        "view", help="show a run's latest snapshot or arrays in neuroglancer"
+    )
+    viewer.add_argument("paths", nargs="+", help="run directory, OME-NGFF image or zarr array")
+    viewer.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
+    viewer.add_argument("--no-browser", action="store_true", help="only print the URL")
+    viewer.add_argument(
+        "--serve-seconds", type=float, help="stop serving after this long (default: Ctrl-C)"
+    )
+
+
+def _view(args: argparse.Namespace) -> None:
+    from voltrain.view import view
+
+    view(args.paths, args.port, not args.no_browser, args.serve_seconds)
+
+
 def _report(result) -> None:
     if getattr(result, "profile_table", None):
         print(result.profile_table)
@@ -210,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "predict-worker": _predict_worker,
             "lr-find": _lr_find,
+            "view": _view,
         }[args.command](args)
     except NanLossError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)

@@ -39,17 +39,20 @@ LEVEL = "s0"
 DEFAULT_UNIT = "nanometer"
 COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 SPACE_AXES = ("z", "y", "x")
+# SI prefixes of OME-NGFF's length units: long name -> (symbol, power of ten).
 _PREFIXES = {
-    "yocto": "y", "zepto": "z", "atto": "a", "femto": "f", "pico": "p", "nano": "n",
-    "micro": "u", "milli": "m", "centi": "c", "deci": "d", "": "",
-    "hecto": "h", "kilo": "k", "mega": "M", "giga": "G", "tera": "T", "peta": "P",
-    "exa": "E", "zetta": "Z", "yotta": "Y",
+    "yocto": ("y", -24), "zepto": ("z", -21), "atto": ("a", -18), "femto": ("f", -15),
+    "pico": ("p", -12), "nano": ("n", -9), "micro": ("u", -6), "milli": ("m", -3),
+    "centi": ("c", -2), "deci": ("d", -1), "": ("", 0), "hecto": ("h", 2), "kilo": ("k", 3),
+    "mega": ("M", 6), "giga": ("G", 9), "tera": ("T", 12), "peta": ("P", 15),
+    "exa": ("E", 18), "zetta": ("Z", 21), "yotta": ("Y", 24),
 }  # fmt: skip
-# OME-NGFF's length units, and the abbreviations other tools write for them.
-OME_LENGTH_UNITS = {f"{long}meter" for long in _PREFIXES} | {
-    "angstrom", "foot", "inch", "mile", "parsec", "yard"
+# OME-NGFF's length units in meters, and the abbreviations other tools write for them.
+METERS_PER_UNIT = {f"{long}meter": 10.0**power for long, (_, power) in _PREFIXES.items()} | {
+    "angstrom": 1e-10, "foot": 0.3048, "inch": 0.0254, "mile": 1609.344,
+    "parsec": 3.0856775814913673e16, "yard": 0.9144,
 }  # fmt: skip
-UNIT_ALIASES = {f"{short}m": f"{long}meter" for long, short in _PREFIXES.items()} | {
+UNIT_ALIASES = {f"{short}m": f"{long}meter" for long, (short, _) in _PREFIXES.items()} | {
     "µm": "micrometer", "μm": "micrometer", "micron": "micrometer", "Å": "angstrom",
     "nanometers": "nanometer", "micrometers": "micrometer",
 }  # fmt: skip
@@ -61,7 +64,7 @@ def ome_unit(unit: str | None) -> str | None:
     if unit is None or not str(unit).strip():
         return None
     unit = str(unit).strip()
-    if unit in OME_LENGTH_UNITS:
+    if unit in METERS_PER_UNIT:
         return unit
     return UNIT_ALIASES.get(unit)
 
