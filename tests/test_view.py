@@ -156,3 +156,14 @@ def test_a_run_directory_shows_its_latest_snapshot(inputs):
     assert [layer.name for layer in layers] == ["raw", "gt", "prediction"]
     assert layers[1].data.dtype == np.uint64
     assert layers[0].offset == (80, 40, 40)
+
+
+def test_a_port_in_use_is_one_line_exit_2(inputs, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ["view", str(inputs["paths"][0]), "--port", str(port), "--no-browser"]
+        assert main([*args, "--serve-seconds", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--port {port}" in err
