@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,8 @@ def inputs(tmp_path) -> dict:
         Placement.of((2, 2, 2), (10, 20, 30), ["micrometer"] * 3),
     )
     plain = tmp_path / "plain.zarr" / "seg"
-    prepare_ds(plain, (5, 5, 5), offset=(6, 6, 6), voxel_size=(3, 3, 3), dtype=np.uint32)
+    seg = prepare_ds(plain, (5, 5, 5), offset=(6, 6, 6), voxel_size=(3, 3, 3), dtype=np.uint32)
+    seg[seg.roi] = rng.integers(1, 2**32 - 1, (5, 5, 5), dtype=np.uint32)
     expected = {  # layer -> (voxel size in meters, voxel offset)
         "raw": ([8 * NM, 4 * NM, 4 * NM], [10, 10, 10]),
         "gt": ([8 * NM, 4 * NM, 4 * NM], [14, 14, 14]),
@@ -167,3 +170,18 @@ def test_a_port_in_use_is_one_line_exit_2(inputs, capsys):
         assert main([*args, "--serve-seconds", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--port {port}" in err
+
+
+def test_a_large_label_array_is_served_on_demand_as_uint64(inputs, monkeypatch):
+    from voltrain import view
+
+    monkeypatch.setattr(view, "IN_MEMORY_BYTES", 0)  # as if it were larger than memory
+    (layer,) = view.find_layers([str(inputs["paths"][2])])
+    assert not isinstance(layer.data, np.ndarray) and layer.labels
+    volume = view.neuroglancer_layer(layer).source[0].url
+    start, end = np.zeros(3, np.int64), np.full(3, 5, np.int64)
+    encoded, _ = volume.get_encoded_subvolume("npz", start, end, "1,1,1")  # as browsers ask
+    served = np.load(io.BytesIO(zlib.decompress(encoded)))
+    stored = zarr.open_array(inputs["paths"][2])[:]
+    assert served.dtype == np.uint64 and stored.dtype == np.uint32
+    np.testing.assert_array_equal(served, stored)

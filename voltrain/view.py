@@ -152,8 +152,8 @@ def _layer(name, array, voxel_size, offset, units, channels: bool) -> ViewLayer:
     dtype = np.dtype(array.dtype)
     labels = not channels and dtype.kind in "iub" and (dtype.itemsize >= 4 or name in LABEL_NAMES)
     data = array[...] if array.nbytes <= IN_MEMORY_BYTES else array
-    if labels and dtype != np.uint64:
-        data = np.asarray(data).astype(np.uint64)  # neuroglancer's label type
+    if labels and dtype != np.uint64:  # neuroglancer's label type
+        data = data.astype(np.uint64) if isinstance(data, np.ndarray) else _AsUint64(data)
     return ViewLayer(
         name=name,
         data=data,
@@ -163,6 +163,19 @@ def _layer(name, array, voxel_size, offset, units, channels: bool) -> ViewLayer:
         channels=channels,
         labels=labels,
     )
+
+
+class _AsUint64:
+    """A large label array read on demand, each read box converted to uint64."""
+
+    dtype = np.dtype(np.uint64)
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(array.shape)
+
+    def __getitem__(self, box) -> np.ndarray:
+        return np.asarray(self.array[box]).astype(np.uint64)
 
 
 def neuroglancer_layer(layer: ViewLayer):
