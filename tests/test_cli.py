@@ -135,6 +135,8 @@ def test_demo_runs_shortened(tmp_path):
     snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction" / "s0"))
     assert snapshot.shape[0] == 3
     assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()
+    assert (out / "run" / "snapshots" / "4.png").is_file()
+    assert f"view:        voltrain view {out / 'run'}" in result.stdout
 
 
 def test_profile_prints_the_time_of_each_pipeline_stage(

@@ -197,6 +197,9 @@ def _report(result) -> None:
     smoothed = f", mean of the last {recent[1]} logged {recent[0]:.4f}" if recent else ""
     print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}{smoothed}")
     print(f"snapshots:   {result.snapshots}")
+    if (result.out_dir / "loss.png").is_file():
+        print(f"pictures:    {result.out_dir / 'snapshots'}/*.png, {result.out_dir / 'loss.png'}")
+        print(f"view:        voltrain view {result.out_dir}")
     print(f"checkpoint:  {result.checkpoint}")
     if getattr(result, "best_checkpoint", None):
         print(f"best:        {result.best_checkpoint}")
