@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import zarr
@@ -66,8 +64,10 @@ def test_units_default_to_nanometers_and_abbreviations_become_ome_names():
         Placement.of((8, 8, 8), (0, 0, 0), ["pixel"] * 3)
 
 
-def test_negative_label_ids_are_refused_by_name(tmp_path):
+def test_uint64_ids_that_went_through_int64_come_back_unchanged(tmp_path):
+    ids = np.array([0, 1, 2**63 + 5, 2**64 - 1], dtype=np.uint64).reshape(1, 2, 2)
     group = zarr.open_group(tmp_path / "out.zarr", mode="w")
-    with pytest.raises(ConfigError, match="gt: label ids must not be negative"):
-        write_image(group, "gt", -np.ones((2, 2, 2), dtype=np.int64), PLACEMENT, labels=True)
-    assert not Path(tmp_path / "out.zarr" / "gt").exists()
+    write_image(group, "gt", ids.astype(np.int64), PLACEMENT, labels=True)
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "out.zarr" / "gt" / "s0")[:], ids)
+    with pytest.raises(ConfigError, match="gt: label ids must be integers"):
+        write_image(group, "gt", np.full((2, 2, 2), 0.5), PLACEMENT, labels=True)

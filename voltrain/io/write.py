@@ -216,7 +216,7 @@ def write_image(
     parent: zarr.Group, name: str, data: np.ndarray, placement: Placement, labels: bool = False
 ) -> zarr.Array:
     """Write ``data`` as the OME-NGFF image ``name`` in ``parent`` (see ``create_image``);
-    label ids must be non-negative integers and are stored as uint64."""
+    label ids must be integers and are stored as uint64 (see ``as_label_ids``)."""
     data = np.asarray(data)
     if labels:
         data = as_label_ids(data, name)
@@ -226,13 +226,17 @@ def write_image(
 
 
 def as_label_ids(data: np.ndarray, where: str) -> np.ndarray:
-    """Label ids as uint64; negative or fractional ids are an error naming ``where``."""
+    """Label ids as uint64; fractional ids are an error naming ``where``.
+
+    Signed ids are reinterpreted bit for bit: uint64 ids that passed through int64 (as
+    training batches carry them) come back unchanged, however large.
+    """
     if data.dtype == np.uint64:
         return data
     if data.dtype != bool and not np.issubdtype(data.dtype, np.integer):
         raise ConfigError(f"{where}: label ids must be integers, got {data.dtype}")
-    if data.size and np.issubdtype(data.dtype, np.signedinteger) and data.min() < 0:
-        raise ConfigError(f"{where}: label ids must not be negative (min {data.min()})")
+    if np.issubdtype(data.dtype, np.signedinteger):
+        return data.astype(np.int64).view(np.uint64)
     return data.astype(np.uint64)
 
 
