@@ -185,3 +185,31 @@ def test_a_large_label_array_is_served_on_demand_as_uint64(inputs, monkeypatch):
     stored = zarr.open_array(inputs["paths"][2])[:]
     assert served.dtype == np.uint64 and stored.dtype == np.uint32
     np.testing.assert_array_equal(served, stored)
+
+
+def test_an_ome_0_4_image_from_another_tool_is_placed_by_all_its_transforms(tmp_path):
+    from voltrain import view
+    from voltrain.view import find_layers
+
+    group = zarr.open_group(tmp_path / "em.zarr", mode="w", zarr_format=2)
+    group.create_array("s1", shape=(4, 4, 4), dtype=np.uint8)
+    axes = [{"name": n, "type": "space", "unit": "nanometer"} for n in "zyx"]
+    level = [
+        {"type": "scale", "scale": [2, 2, 2]},
+        {"type": "translation", "translation": [1, 1, 1]},
+    ]
+    group.attrs["multiscales"] = [
+        {
+            "version": "0.4",
+            "axes": axes,
+            "datasets": [{"path": "s1", "coordinateTransformations": level}],
+            "coordinateTransformations": [{"type": "scale", "scale": [4, 4, 4]}],
+        }
+    ]
+    (layer,) = find_layers([str(tmp_path / "em.zarr")])
+    assert layer.voxel_size == (8, 8, 8) and layer.offset == (4, 4, 4)
+    assert layer.units == ("nanometer",) * 3 and not layer.labels
+    # Half a voxel: four of the offset's units lie in the layer's transform.
+    source = view.neuroglancer_layer(layer).source[0]
+    assert [int(v) for v in source.url.voxel_offset] == [0, 0, 0]
+    assert [row[-1] for row in source.transform.matrix.tolist()] == [0.5, 0.5, 0.5]

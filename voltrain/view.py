@@ -13,6 +13,7 @@ drawn as RGB (affinities).
 
 from __future__ import annotations
 
+import math
 import time
 import webbrowser
 from collections.abc import Sequence
@@ -189,18 +190,27 @@ def neuroglancer_layer(layer: ViewLayer):
         units=[""] * lead + ["m"] * 3,
         scales=[1] * lead + meters,
     )
-    voxel_offset = [0] * lead + [
-        round(o / v) for o, v in zip(layer.offset, layer.voxel_size, strict=True)
-    ]
+    # Whole voxels of the offset go to the volume; a fraction (OME allows any translation)
+    # to the layer's coordinate transform.
+    position = [o / v for o, v in zip(layer.offset, layer.voxel_size, strict=True)]
+    whole = [math.floor(p + 1e-9) for p in position]
     volume = neuroglancer.LocalVolume(
         layer.data,
         dimensions=dimensions,
-        voxel_offset=voxel_offset,
+        voxel_offset=[0] * lead + whole,
         volume_type="segmentation" if layer.labels else "image",
     )
+    source = neuroglancer.LayerDataSource(volume)
+    fraction = [0.0] * lead + [p - w for p, w in zip(position, whole, strict=True)]
+    if any(abs(f) > 1e-9 for f in fraction):
+        rank = len(fraction)
+        matrix = [[float(i == j) for j in range(rank)] + [fraction[i]] for i in range(rank)]
+        source.transform = neuroglancer.CoordinateSpaceTransform(
+            output_dimensions=dimensions, matrix=matrix
+        )
     if layer.labels:
-        return neuroglancer.SegmentationLayer(source=volume)
-    options = {"source": volume}
+        return neuroglancer.SegmentationLayer(source=source)
+    options = {"source": source}
     if layer.channels and layer.data.shape[0] == 3:
         options["shader"] = RGB_SHADER
     elif isinstance(layer.data, np.ndarray) and layer.data.size:
