@@ -132,9 +132,11 @@ def test_demo_runs_shortened(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "snapshots:" in result.stdout
     assert re.search(r"mean of the last \d+ logged \d+\.\d{4}", result.stdout), result.stdout
-    snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction"))
+    snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction" / "s0"))
     assert snapshot.shape[0] == 3
     assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()
+    assert (out / "run" / "snapshots" / "4.png").is_file()
+    assert f"view:        voltrain view {out / 'run'}" in result.stdout
 
 
 def test_profile_prints_the_time_of_each_pipeline_stage(

@@ -146,7 +146,9 @@ def test_only_rank_0_writes_into_the_run_directory(runs):
     assert sorted(p.name for p in whole.iterdir()) == [
         "checkpoints",
         "config.yaml",
+        "loss.png",
         "metrics.jsonl",
+        "snapshots",
         "snapshots.zarr",
         "tensorboard",
     ]

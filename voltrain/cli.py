@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_lr_find_parser(commands)
     add_config_parsers(commands)
     add_results_parsers(commands)
+    _add_view_parser(commands)
     return parser
 
 
@@ -196,6 +197,24 @@ def _lr_find(args: argparse.Namespace) -> None:
     print(describe(result))
 
 
+def _add_view_parser(commands) -> None:
+    viewer = commands.add_parser(
+        "view", help="show a run's latest snapshot or arrays in neuroglancer"
+    )
+    viewer.add_argument("paths", nargs="+", help="run directory, OME-NGFF image or zarr array")
+    viewer.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any)")
+    viewer.add_argument("--no-browser", action="store_true", help="only print the URL")
+    viewer.add_argument(
+        "--serve-seconds", type=float, help="stop serving after this long (default: Ctrl-C)"
+    )
+
+
+def _view(args: argparse.Namespace) -> None:
+    from voltrain.view import view
+
+    view(args.paths, args.port, not args.no_browser, args.serve_seconds)
+
+
 def _report(result: RunResult) -> None:
     if result.profile_table:
         print(result.profile_table)
@@ -206,6 +225,9 @@ def _report(result: RunResult) -> None:
     smoothed = f", mean of the last {recent[1]} logged {recent[0]:.4f}" if recent else ""
     print(f"trained to iteration {result.iteration}{stopped}, last logged loss {loss}{smoothed}")
     print(f"snapshots:   {result.snapshots}")
+    if (result.out_dir / "loss.png").is_file():
+        print(f"pictures:    {result.out_dir / 'snapshots'}/*.png, {result.out_dir / 'loss.png'}")
+        print(f"view:        voltrain view {result.out_dir}")
     print(f"checkpoint:  {result.checkpoint}")
     if result.best_checkpoint:
         print(f"best:        {result.best_checkpoint}")
@@ -240,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr-find": _lr_find,
             **CONFIG_COMMANDS,
             **RESULT_COMMANDS,
+            "view": _view,
         }[args.command](args)
     except NanLossError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)

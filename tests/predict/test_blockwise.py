@@ -23,6 +23,7 @@ from funlib.persistence import open_ds, prepare_ds
 from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.experiment import load_config
+from voltrain.io.write import level_path
 from voltrain.models.unet import build_model
 from voltrain.predict import OutputStore, predict
 from voltrain.predict.output import RECORD_KEY, block_write_rois
@@ -81,7 +82,7 @@ def predict_args(trained, volume, output, *extra) -> list[str]:
 
 
 def record(output) -> dict:
-    return dict(zarr.open_array(str(output), mode="r").attrs[RECORD_KEY])
+    return dict(zarr.open_group(str(output), mode="r").attrs[RECORD_KEY])
 
 
 CASES = {
@@ -104,7 +105,7 @@ def test_blockwise_output_equals_one_whole_volume_pass(case, trained, volume, tm
     )
 
     roi = Roi((16, 32, 48), (400, 400, 400)) if "roi" in options else INPUT_ROI
-    prediction = open_ds(str(output))
+    prediction = open_ds(level_path(output))
     assert prediction.roi == roi
     assert prediction.voxel_size == Coordinate(VOXEL, VOXEL, VOXEL)
     assert prediction.dtype == np.float32
@@ -140,7 +141,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(trained, volume, tmp_p
     assert before >= done_at_kill
     assert record(output)["complete"] is True
     expected = whole_volume_prediction(trained[2], str(volume / "raw"), INPUT_ROI)
-    np.testing.assert_allclose(open_ds(str(output))[:], expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(open_ds(level_path(output))[:], expected, rtol=0, atol=1e-5)
 
     # A complete output is left alone: nothing is predicted again.
     assert main(predict_args(trained, volume, output)) == 0

@@ -90,8 +90,8 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one_bitwise(
         assert [r[key] for r in resumed] == [r[key] for r in expected], key
     for iteration in (5, 10):
         for name in ("raw", "target", "prediction", "gradient"):
-            a = zarr.open_array(str(whole / "snapshots.zarr" / str(iteration) / name))[:]
-            b = zarr.open_array(str(killed / "snapshots.zarr" / str(iteration) / name))[:]
+            a = zarr.open_array(str(whole / "snapshots.zarr" / str(iteration) / name / "s0"))[:]
+            b = zarr.open_array(str(killed / "snapshots.zarr" / str(iteration) / name / "s0"))[:]
             np.testing.assert_array_equal(a, b, err_msg=f"{iteration}/{name}")
     final = f"checkpoints/iteration_{ITERATIONS:08d}.pt"
     a = torch.load(whole / final, weights_only=True)

@@ -68,7 +68,7 @@ def test_snapshots_hold_every_array_placed_in_world_units(volume, tmp_path):
     _losses(run, 2)
     group = tmp_path / "run" / "snapshots.zarr" / "2"
     names = {"raw", "gt", "mask", "target", "weight", "prediction", "gradient"}
-    arrays = {name: open_ds(str(group / name)) for name in names}
+    arrays = {name: open_ds(str(group / name / "s0")) for name in names}
     for array in arrays.values():
         assert array.voxel_size == Coordinate(8, 8, 8)
     assert arrays["raw"].shape == (36, 36, 36)
@@ -82,7 +82,7 @@ def test_snapshots_hold_every_array_placed_in_world_units(volume, tmp_path):
     np.testing.assert_array_equal(gt[gt.roi], labels[Roi(gt.roi.offset, gt.roi.shape)])
     prediction = arrays["prediction"][arrays["prediction"].roi]
     assert prediction.min() >= 0 and prediction.max() <= 1
-    compressors = __import__("zarr").open(str(group / "raw")).compressors
+    compressors = __import__("zarr").open(str(group / "raw" / "s0")).compressors
     assert compressors, "snapshots must be compressed"
 
 
@@ -108,7 +108,7 @@ def test_deform_on_device_trains_on_the_resampled_raw(volume, tmp_path):
             deform_on_device=on_device,
         )
         runs[on_device] = _losses(run, 1)
-        raw = open_ds(str(tmp_path / f"run{on_device}" / "snapshots.zarr" / "1" / "raw"))
+        raw = open_ds(str(tmp_path / f"run{on_device}" / "snapshots.zarr" / "1" / "raw" / "s0"))
         assert raw.shape == (36, 36, 36)
         runs[(on_device, "raw")] = raw[raw.roi]
     np.testing.assert_allclose(runs[(True, "raw")], runs[(False, "raw")], atol=1e-4)

@@ -2,8 +2,10 @@
 
 For ``--output c.zarr/pred``::
 
-    c.zarr/pred              float32 (channels, z, y, x), one chunk per block output, with
+    c.zarr/pred              an OME-NGFF image (``voltrain.io.write``) with
                              attrs["voltrain_predict"] = {"complete": bool, identity ...}
+    c.zarr/pred/s0           float32 (channels, z, y, x), one chunk per block output, placed
+                             by the input's voxel size and units and the ROI's offset
     c.zarr/pred.done/
         blocks/<z>_<y>_<x>   an empty file per finished block, named after the world
                              offset of its output; written (atomic rename) after the
@@ -27,10 +29,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import open_ds, prepare_ds
+from funlib.persistence import open_ds
 
 from voltrain.blocks.record import BlockRecord, tile_roi
 from voltrain.errors import ConfigError
+from voltrain.io.write import Placement, create_image, level_path
 
 if TYPE_CHECKING:  # the spec pulls in torch; segmentation workers create arrays here too
     from voltrain.predict.spec import PredictionSpec
@@ -64,35 +67,37 @@ def prepare_output_array(
     voxel_size: Coordinate,
     chunk_shape: tuple[int, ...],
     dtype,
-    custom_metadata: dict,
+    attributes: dict,
+    units: list[str] | None = None,
+    labels: bool = False,
 ) -> None:
-    """Create an empty output array (replacing one at ``path``): (channels, z, y, x) when
-    ``shape`` has 4 values, else (z, y, x). Every blockwise output (predictions,
-    fragments, segmentations) is created here, so all carry the same metadata."""
-    channels = len(shape) == 4
-    prepare_ds(
-        path,
+    """Create an empty OME-NGFF output image at ``path`` (replacing one there), its data
+    in ``path/s0``: (channels, z, y, x) when ``shape`` has 4 values, else (z, y, x);
+    ``labels`` are uint64. Every blockwise output (predictions, fragments, segmentations)
+    is created here, so all carry the same metadata (``voltrain.io.write``)."""
+    container, name = split_container(path)
+    create_image(
+        zarr.open_group(str(container), mode="a", zarr_format=3),
+        name,
         shape=shape,
-        offset=offset,
-        voxel_size=voxel_size,
-        axis_names=["c^", "z", "y", "x"] if channels else ["z", "y", "x"],
-        types=["channel", "space", "space", "space"] if channels else ["space"] * 3,
-        chunk_shape=chunk_shape,
         dtype=dtype,
-        mode="w",
-        custom_metadata=custom_metadata,
+        placement=Placement.of(Coordinate(voxel_size), offset, units, "--input units"),
+        chunk_shape=chunk_shape,
+        labels=labels,
+        attributes=attributes,
     )
 
 
 class OutputStore:
-    """The output array and its ``.done`` directory (see the module docstring).
+    """The output image and its ``.done`` directory (see the module docstring).
 
     Args:
-        output: the output array path, ``container.zarr/name``.
+        output: the output image path, ``container.zarr/name``.
     """
 
     def __init__(self, output: str):
         self.output = str(output)
+        self.array_path = level_path(self.output)
         self.container, self.name = split_container(self.output)
         self.done_dir = Path(self.output + ".done")
         self.blocks = BlockRecord(self.done_dir)
@@ -106,12 +111,12 @@ class OutputStore:
         return Path(self.output).exists()
 
     def record(self) -> dict | None:
-        """The ``voltrain_predict`` attribute, or None if the array has none."""
+        """The ``voltrain_predict`` attribute, or None if the image has none."""
         try:
             handle = zarr.open(self.output, mode="r")
         except (FileNotFoundError, KeyError, ValueError):
             return None
-        if not isinstance(handle, zarr.Array):
+        if not isinstance(handle, zarr.Group):
             return None
         record = handle.attrs.get(RECORD_KEY)
         return dict(record) if isinstance(record, dict) else None
@@ -131,36 +136,41 @@ class OutputStore:
                 f"{', '.join(differing)}; pass --overwrite to replace it or choose another path"
             )
 
-    def create(self, spec: PredictionSpec) -> None:
-        """Create the empty output array, marked incomplete, and a fresh ``.done`` directory.
+    def create(self, spec: PredictionSpec, labels: bool = False) -> None:
+        """Create the empty output image, marked incomplete, and a fresh ``.done`` directory.
 
-        Markers of an earlier array at this path would lie about the new one, so they go.
+        ``labels``: a uint64 (z, y, x) label volume (a segmentation) instead of float32
+        channels. Markers of an earlier output at this path would lie about the new one, so
+        they go.
         """
         if self.exists():
-            self._remove_array()
+            self._remove_output()
         self.blocks.reset()
-        group = zarr.open_group(str(self.container), mode="a")
-        parent = self.name.rpartition("/")[0]
-        if parent:
-            group.require_group(parent)
+        voxel_size = Coordinate(spec.voxel_size)
+        spatial_shape = tuple(spec.roi.shape / voxel_size)
+        block_shape = tuple(Coordinate(spec.output_shape))
+        channels = () if labels else (spec.num_channels,)
         prepare_output_array(
             self.output,
-            shape=(spec.num_channels, *(spec.roi.shape / Coordinate(spec.voxel_size))),
+            shape=(*channels, *spatial_shape),
             offset=spec.roi.offset,
-            voxel_size=Coordinate(spec.voxel_size),
-            chunk_shape=(spec.num_channels, *Coordinate(spec.output_shape)),
+            voxel_size=voxel_size,
+            chunk_shape=(*channels, *block_shape),
             dtype=np.float32,
-            custom_metadata={RECORD_KEY: {"complete": False, **spec.identity()}},
+            attributes={RECORD_KEY: {"complete": False, **spec.identity()}},
+            units=spec.units,
+            labels=labels,
         )
 
-    def _remove_array(self) -> None:
+    def _remove_output(self) -> None:
+        """Remove an earlier output: an array, or an image group, never any other group."""
         handle = zarr.open(self.output, mode="r")
-        if not isinstance(handle, zarr.Array):
-            raise ConfigError(f"--output {self.output}: is a zarr group, not an array")
+        if isinstance(handle, zarr.Group) and "ome" not in handle.attrs and not self.record():
+            raise ConfigError(f"--output {self.output}: is a zarr group, not an image")
         shutil.rmtree(self.output)
 
     def set_complete(self, complete: bool) -> None:
-        handle = zarr.open_array(self.output, mode="r+")
+        handle = zarr.open_group(self.output, mode="r+")
         record = dict(handle.attrs[RECORD_KEY])
         record["complete"] = complete
         handle.attrs[RECORD_KEY] = record
@@ -176,13 +186,13 @@ class OutputStore:
     # --- the workers' side -------------------------------------------------------------
 
     def write_block(self, write_roi: Roi, data: np.ndarray) -> None:
-        """Write a block's (C, z, y, x) prediction, cropped to the output ROI, then mark it
-        done."""
+        """Write a block's (C, z, y, x) prediction or (z, y, x) labels, cropped to the output
+        ROI, then mark it done."""
         if self._array is None:
-            self._array = open_ds(self.output, mode="r+")
+            self._array = open_ds(self.array_path, mode="r+")
         array = self._array
         inside = write_roi.intersect(array.roi)
         begin = (inside.begin - write_roi.begin) / array.voxel_size
         end = begin + inside.shape / array.voxel_size
-        array[inside] = data[(slice(None), *(slice(b, e) for b, e in zip(begin, end, strict=True)))]
+        array[inside] = data[(Ellipsis, *(slice(b, e) for b, e in zip(begin, end, strict=True)))]
         self.blocks.mark_done(write_roi)

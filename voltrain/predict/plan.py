@@ -20,6 +20,7 @@ from voltrain.data import open_array
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import ExperimentConfig, load_config
 from voltrain.inference import check_centred, resolve_device
+from voltrain.io.write import source_units
 from voltrain.models.unet import build_model, output_shape, valid_input_shape
 from voltrain.predict.output import split_container
 from voltrain.predict.spec import PredictionSpec, parse_roi
@@ -74,6 +75,7 @@ def plan_prediction(
         input=str(Path(input_path).resolve()),
         output=output_path,
         voxel_size=list(raw.voxel_size),
+        units=source_units(raw, "--input"),
         roi_offset=list(roi.offset),
         roi_shape=list(roi.shape),
         input_shape=list(input_shape),

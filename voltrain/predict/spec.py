@@ -33,6 +33,7 @@ class PredictionSpec(StrictModel):
     input: str
     output: str
     voxel_size: list[int] = Field(min_length=3, max_length=3)
+    units: list[str] | None = Field(None, description="the input's units (OME names)")
     roi_offset: list[int] = Field(min_length=3, max_length=3)
     roi_shape: list[int] = Field(min_length=3, max_length=3)
     input_shape: list[int] = Field(min_length=3, max_length=3, description="voxels")

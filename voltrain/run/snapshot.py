@@ -2,14 +2,23 @@
 ``snapshot_interval`` iterations by ``SnapshotSchedule`` (as checkpoints are by
 ``CheckpointSchedule``: both are ``voltrain.run.schedule.Every``).
 
-Layout: ``snapshots.zarr/<iteration>/<array>``. Every array is compressed (zstd through
-blosc) and carries ``voxel_size``, ``offset`` (world units, spatial axes only),
-``axis_names``, ``units`` and ``types`` in the attributes funlib.persistence reads, so raw,
-labels and predictions overlay in neuroglancer and reopen with ``open_ds``.
+Layout: ``snapshots.zarr/<iteration>/<array>``, each array an OME-NGFF image written by
+``voltrain.io.write`` (its data in ``<array>/s0``): compressed, placed by voxel size and
+offset in the training data's units, labels (``gt``) as uint64. Raw, labels and predictions
+thus overlay in neuroglancer and reopen with OME readers or with
+``funlib.persistence.open_ds("…/<array>/s0")``.
+
+A snapshot group appears whole or not at all: it is written under a temporary name in the
+container and renamed to ``<iteration>`` once every array is written, as checkpoints are.
+A write that fails midway leaves nothing behind; temporaries left by a killed process are
+removed by the next snapshot.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 from voltrain import distributed
+from voltrain.io.write import Placement, write_image
 from voltrain.run.schedule import Every
 
 if TYPE_CHECKING:
     # The type only: the trainers import this module to snapshot.
     from voltrain.trainers.stats import TrainingIterationStats
 
-COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+LABEL_ARRAYS = frozenset({"gt"})
+TEMPORARY_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -39,30 +49,46 @@ class SnapshotArray:
 
 
 def write_snapshot(
-    container: str | Path, iteration: int, arrays: Mapping[str, SnapshotArray]
+    container: str | Path,
+    iteration: int,
+    arrays: Mapping[str, SnapshotArray],
+    units: Sequence[str] | None = None,
 ) -> Path:
-    """Write ``arrays`` to ``container/<iteration>/<name>``; returns the group's path."""
-    root = zarr.open_group(str(container), mode="a")
-    group = root.require_group(str(iteration))
-    for name, array in arrays.items():
-        spatial_dims = len(array.voxel_size)
-        channel_dims = array.data.ndim - spatial_dims
-        axis_names = [f"c{i}^" for i in range(channel_dims)] + ["z", "y", "x"][-spatial_dims:]
-        attributes = {
-            "voxel_size": [int(v) for v in array.voxel_size],
-            "offset": [int(o) for o in array.offset],
-            "axis_names": axis_names,
-            "units": ["nm"] * spatial_dims,
-            "types": ["channel"] * channel_dims + ["space"] * spatial_dims,
-        }
-        group.create_array(
-            name,
-            data=np.ascontiguousarray(array.data),
-            compressors=COMPRESSOR,
-            attributes=attributes,
-            overwrite=True,
-        )
-    return Path(container) / str(iteration)
+    """Write ``arrays`` to ``container/<iteration>/<name>`` atomically; returns the group's
+    path. ``units`` are the spatial axes' units (default: nanometers)."""
+    container = Path(container)
+    zarr.open_group(str(container), mode="a", zarr_format=3)
+    _remove_temporaries(container)
+    temporary = container / f"{TEMPORARY_PREFIX}{iteration}-{uuid.uuid4().hex[:8]}"
+    try:
+        group = zarr.open_group(str(temporary), mode="w", zarr_format=3)
+        for name, array in arrays.items():
+            placement = Placement.of(array.voxel_size, array.offset, units)
+            write_image(group, name, array.data, placement, labels=name in LABEL_ARRAYS)
+        final = container / str(iteration)
+        _replace_directory(temporary, final)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return final
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; an existing ``target`` (a rewritten iteration) is
+    moved aside first and removed after."""
+    if not target.exists():
+        os.rename(source, target)
+        return
+    old = target.with_name(f"{TEMPORARY_PREFIX}old-{target.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(target, old)
+    os.rename(source, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_temporaries(container: Path) -> None:
+    for entry in container.iterdir():
+        if entry.name.startswith(TEMPORARY_PREFIX) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 class SnapshotSchedule(Every):
@@ -89,7 +115,8 @@ class SnapshotSchedule(Every):
     def write(self, stats: TrainingIterationStats) -> None:
         if stats.snapshot is None:
             return
-        path = write_snapshot(self.container, stats.iteration, stats.snapshot)
+        units = self._trainer.units if self._trainer is not None else None
+        path = write_snapshot(self.container, stats.iteration, stats.snapshot, units)
         arrays = {name: array.data for name, array in stats.snapshot.items()}
         if self._trainer is not None:
             self._trainer.notify_snapshot(stats.iteration, path, arrays)

@@ -8,7 +8,9 @@ Run directory::
     checkpoints/         iteration_XXXXXXXX.pt: everything needed to resume exactly;
                          best.pt: the checkpoint of the best validation metric
     snapshots.zarr/      <iteration>/<array>: raw, gt, mask, target, weight, prediction,
-                         gradient of the first sample
+                         gradient of the first sample (OME-NGFF images, data in <array>/s0)
+    snapshots/           <iteration>.png: central slices of raw, gt, target, prediction
+    loss.png             the loss curve from metrics.jsonl (at snapshots and at the end)
     weights_from.json    which tensors trainer.weights_from supplied (if set)
 
 Everything that can fail on user input (config, data, min_masked, a checkpoint that does
@@ -38,6 +40,7 @@ from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
 from voltrain.inference import resolve_device
 from voltrain.models.unet import build_model
+from voltrain.pictures import RunPictures
 from voltrain.run.checkpoint import (
     BEST_NAME,
     atomic_save,
@@ -219,6 +222,7 @@ class TrainingRun:
         config = self.config.trainer
         if self.is_main:
             self.trainer.add_callback(self.metrics_logger)
+            self.trainer.add_callback(RunPictures(self.out_dir))
         if self.trainer.validator is not None:
             validation = config.validation
             self.trainer.add_callback(

@@ -27,6 +27,7 @@ class SegmentSpec(StrictModel):
     roi_offset: list[int] = Field(min_length=3, max_length=3)
     roi_shape: list[int] = Field(min_length=3, max_length=3)
     affinity_scale: float = Field(1.0, description="1/255 for uint8 affinities")
+    units: list[str] | None = Field(None, description="the input's units (OME names)")
     settings: SegmentConfig
 
     @property

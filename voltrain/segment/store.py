@@ -126,7 +126,9 @@ class SegmentStore:
             voxel_size=Coordinate(spec.voxel_size),
             chunk_shape=tuple(map(min, spec.block_shape, spec.volume_shape)),
             dtype=np.uint64,
-            custom_metadata={},
+            attributes={},
+            units=spec.units,
+            labels=True,
         )
 
     def update_record(self, **values) -> None:

@@ -74,6 +74,8 @@ class Trainer(ABC):
         can_validate: whether ``build_validation_provider`` is implemented.
         voxel_size: the training data's voxel size, once the provider is built (None for
             a trainer that reads no data).
+        units: the units of that voxel size (OME names), which snapshots carry; None
+            where the data names none (snapshots then say nanometer).
         stage_profile: the data pipeline's per-stage timings when profiling is on, else
             None (see ``voltrain.profiling``).
     """
@@ -96,6 +98,7 @@ class Trainer(ABC):
         self.validator = None
         self.input = InputConfig()
         self.voxel_size: Coordinate | None = None
+        self.units: list[str] | None = None
         self.stage_profile: StageProfile | None = None
         self.callbacks: list[Callback] = []
         if config.early_stopping is not None:

@@ -16,6 +16,7 @@ from voltrain.augments.base import AugmentConfig, parse_augments
 from voltrain.data import DatasetConfig
 from voltrain.errors import ConfigError, VoltrainError, recover_voltrain_error
 from voltrain.inference import InputConfig, IntensityMap
+from voltrain.io.write import source_units
 from voltrain.kernels.torch_deform import deform_raw
 from voltrain.loader import make_loader
 from voltrain.pipeline import (
@@ -121,6 +122,7 @@ class GunpowderTrainer(Trainer):
 
     Attributes:
         voxel_size: the training data's voxel size (known once the provider is built).
+        units: its units (OME names; None: none given), which snapshots carry.
     """
 
     can_validate = True
@@ -144,6 +146,7 @@ class GunpowderTrainer(Trainer):
         volumes = open_training_volumes(datasets, output_shape, key)
         if key == "data.train":
             self.voxel_size = volumes[0].voxel_size
+            self.units = source_units(volumes[0].gt, "data.train[0].gt")
         sampling_maps = compute_sampling_maps(volumes, output_shape, config.min_masked)
         return TrainingPipeline(
             datasets=list(datasets),
