@@ -20,9 +20,9 @@ import traceback
 import gunpowder as gp
 import torch
 from funlib.geometry import Roi
-from funlib.persistence import open_ds
 
 from voltrain.errors import ConfigError
+from voltrain.io.read import open_source
 from voltrain.models.unet import build_model
 from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
 from voltrain.nodes.predict import Predict
@@ -73,7 +73,8 @@ class BlockPredictor:
         model = build_model(spec.model, 1, task.num_channels)
         load_model_state(model, state, spec.checkpoint)
         self.model = model.to(device).eval()
-        pipeline = ZarrSource(RAW, open_ds(spec.input, mode="r"), interpolatable=True)
+        raw = open_source(spec.input, "input")
+        pipeline = ZarrSource(RAW, raw, interpolatable=True)
         pipeline += gp.Normalize(RAW, factor=spec.normalize_factor)
         for scale, shift in spec.intensity_maps:
             pipeline += IntensityScaleShift(RAW, scale=scale, shift=shift)

@@ -1,0 +1,1 @@
+"""Reading and writing volumes: formats, stores and metadata."""
