@@ -17,6 +17,7 @@ def write_ome_image(
     unit: str = "nanometer",
     level_factor: int = 2,
     global_scale: list[float] | None = None,
+    chunk: int = 8,
 ) -> None:
     """An image whose level ``i`` has voxel size ``voxel_size * level_factor**i``.
 
@@ -26,7 +27,7 @@ def write_ome_image(
     group = zarr.open_group(group_path, mode="w", zarr_format=2 if version == "0.4" else 3)
     datasets = []
     for i, data in enumerate(levels):
-        group.create_array(f"s{i}", data=data, chunks=(8,) * data.ndim)
+        group.create_array(f"s{i}", data=data, chunks=(chunk,) * data.ndim)
         factor = level_factor**i
         datasets.append(
             {

@@ -39,16 +39,16 @@ def multiscales_of(attrs: Mapping) -> list | None:
     return attrs.get("multiscales")
 
 
-def ome_levels(multiscale: Mapping, where: str) -> list[OmeLevel]:
+def ome_levels(multiscale: Mapping, where: str, path: str) -> list[OmeLevel]:
     """Every level of one ``multiscales`` entry, finest first as the spec orders them."""
     try:
         axes = tuple(_axis(a) for a in multiscale["axes"])
         global_scale, global_shift = _transforms(
-            multiscale.get("coordinateTransformations", []), len(axes), where
+            multiscale.get("coordinateTransformations", []), len(axes)
         )
         levels = []
         for dataset in multiscale["datasets"]:
-            scale, shift = _transforms(dataset["coordinateTransformations"], len(axes), where)
+            scale, shift = _transforms(dataset["coordinateTransformations"], len(axes))
             levels.append(
                 OmeLevel(
                     path=str(dataset["path"]),
@@ -60,9 +60,11 @@ def ome_levels(multiscale: Mapping, where: str) -> list[OmeLevel]:
                 )
             )
     except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{where}: malformed OME-NGFF multiscales metadata ({error!r})") from None
+        raise DataError(
+            f"{where}: malformed OME-NGFF multiscales metadata in '{path}' ({error!r})"
+        ) from None
     if not levels:
-        raise DataError(f"{where}: OME-NGFF multiscales lists no datasets")
+        raise DataError(f"{where}: OME-NGFF multiscales of '{path}' lists no datasets")
     return levels
 
 
@@ -72,6 +74,7 @@ def select_level(
     voxel_size: Sequence[int] | None,
     spatial: Sequence[int],
     where: str,
+    path: str,
 ) -> OmeLevel:
     """The level named ``scale``, or the one whose spatial voxel size is ``voxel_size``.
 
@@ -82,7 +85,7 @@ def select_level(
             if level.path == scale:
                 return level
         names = ", ".join(level.path for level in levels)
-        raise DataError(f"{where}: no OME-NGFF level '{scale}'; the image has {names}")
+        raise DataError(f"{where}: no OME-NGFF level '{scale}' in '{path}'; it has {names}")
     if voxel_size is not None:
         wanted = tuple(float(v) for v in voxel_size)
         for level in levels:
@@ -95,7 +98,8 @@ def select_level(
             f"{level.path}: {[_compact(level.scale[i]) for i in spatial]}" for level in levels
         )
         raise DataError(
-            f"{where}: no OME-NGFF level has voxel_size {list(voxel_size)}; levels are {sizes}"
+            f"{where}: no OME-NGFF level of '{path}' has voxel_size {list(voxel_size)}; its "
+            f"levels are {sizes}"
         )
     return levels[0]
 
@@ -107,7 +111,7 @@ def _axis(axis) -> dict:
     return {"name": axis["name"], "type": axis.get("type"), "unit": axis.get("unit")}
 
 
-def _transforms(transforms: Sequence[Mapping], ndim: int, where: str):
+def _transforms(transforms: Sequence[Mapping], ndim: int):
     scale = [1.0] * ndim
     shift = [0.0] * ndim
     for transform in transforms:
@@ -115,10 +119,7 @@ def _transforms(transforms: Sequence[Mapping], ndim: int, where: str):
         if kind == "identity":
             continue
         if kind not in ("scale", "translation") or kind not in transform:
-            raise DataError(
-                f"{where}: OME-NGFF transform {dict(transform)} is not supported (only inline "
-                "scale and translation)"
-            )
+            raise ValueError(f"transform {dict(transform)} is not an inline scale or translation")
         values = [float(v) for v in transform[kind]]
         if len(values) != ndim:
             raise ValueError(f"{kind} {values} does not have one value per axis ({ndim})")

@@ -174,11 +174,11 @@ def _open_zarr(location: Location, source: ArraySource, where: str):
 
 
 def _ome_level(group, multiscale: Mapping, source: ArraySource, where: str):
-    levels = ome_levels(multiscale, f"{where} '{source.path}'")
+    levels = ome_levels(multiscale, where, source.path)
     axes = levels[0].axes
     types = [a["type"] or ("channel" if a["name"] == "c" else "space") for a in axes]
     spatial = [i for i, t in enumerate(types) if t == "space"]
-    level = select_level(levels, source.scale, source.voxel_size, spatial, f"{where} '{source}'")
+    level = select_level(levels, source.scale, source.voxel_size, spatial, where, source.path)
     stored = group[level.path]
     metadata = _Metadata(
         voxel_size=[level.scale[i] for i in spatial],
