@@ -13,16 +13,21 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
+import torch
+import yaml
 import zarr
 from conftest import experiment_dict
-from funlib.geometry import Coordinate
+from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
 from moto.server import ThreadedMotoServer
 from ome_writer import downsample, write_ome_image
 
 from voltrain.cli import main
 from voltrain.errors import DataError
+from voltrain.experiment import load_config
 from voltrain.io.read import ArraySource, open_source
+from voltrain.models.unet import build_model
+from voltrain.trainers.checkpoint import save_checkpoint
 
 BUCKET = "voltrain-test"
 
@@ -167,3 +172,22 @@ def test_unreachable_s3_endpoint_is_one_line_error(s3_url, monkeypatch):
     with pytest.raises(DataError, match=r"raw: cannot read 's3://.*'.*127.0.0.1:9"):
         open_source(f"{s3_url}/raw", "raw")
     assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9"
+
+
+def test_predict_input_from_s3_ome_level_equals_local_input(s3_url, volume, tmp_path):
+    """``voltrain predict --input s3://.../raw/s0`` predicts what the local copy gives."""
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment_dict(volume)))
+    torch.manual_seed(0)
+    model = build_model(load_config(config_path).model, 1, 3)
+    checkpoint = save_checkpoint(tmp_path, 1, {"model": model.state_dict(), "iteration": 1})
+    roi = "16,32,48:160,160,160"
+    outputs = {}
+    for name, source in (("local", str(volume / "raw")), ("s3", f"{s3_url}/raw/s0")):
+        outputs[name] = tmp_path / f"{name}.zarr" / "pred"
+        args = ["predict", str(config_path), "--checkpoint", str(checkpoint), "--input", source]
+        assert main([*args, "--output", str(outputs[name]), "--roi", roi, "--no-progress"]) == 0
+    local, remote = (open_ds(str(outputs[name])) for name in ("local", "s3"))
+    assert remote.roi == local.roi == Roi((16, 32, 48), (160, 160, 160))
+    assert local[local.roi].std() > 0.01  # the comparison below means something
+    np.testing.assert_array_equal(remote[remote.roi], local[local.roi])

@@ -62,7 +62,7 @@ def _ome_copy(reference: dict, directory: Path) -> dict:
     container = directory / "cells.ome.zarr"
     zarr.open_group(str(container), mode="w", zarr_format=2)
     for name, values in reference["data"].items():
-        write_ome_image(container / name, [values], (8, 8, 8), reference["offset"], "0.4")
+        write_ome_image(container / name, [values], (8, 8, 8), reference["offset"], "0.4", chunk=32)
     return {
         "raw": {"path": str(container / "raw"), "scale": "s0"},
         "gt": {"path": str(container / "labels"), "voxel_size": [8, 8, 8]},
