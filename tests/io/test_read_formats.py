@@ -9,13 +9,12 @@ import gunpowder as gp
 import h5py
 import numpy as np
 import pytest
-import tensorstore as ts
 import zarr
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
+from io_writers import downsample, write_n5, write_ome_image
 from iohub.ngff import open_ome_zarr
 from iohub.ngff.models import ChannelAxisMeta, SpaceAxisMeta, TransformationMeta
-from ome_writer import downsample, write_ome_image
 
 from voltrain.data import DatasetConfig, open_volume
 from voltrain.errors import DataError
@@ -120,26 +119,7 @@ def test_plain_zarr_with_gunpowder_resolution(tmp_path, zarr_format):
 
 def test_n5_in_xyz_order_as_gunpowder_writes_it(tmp_path):
     path = tmp_path / "data.n5" / "volumes" / "raw"
-    # N5 lists dimensions fastest-first: a (z, y, x) volume is stored as (x, y, z)
-    spec = {
-        "driver": "n5",
-        "kvstore": {"driver": "file", "path": str(path)},
-        "metadata": {
-            "dimensions": list(DATA.shape[::-1]),
-            "blockSize": [8, 8, 8],
-            "dataType": "uint8",
-            "compression": {"type": "gzip"},
-        },
-        "create": True,
-    }
-    store = ts.open(spec).result()
-    store.write(DATA.T).result()
-    attributes = path / "attributes.json"
-    import json
-
-    meta = json.loads(attributes.read_text())
-    meta.update(resolution=[4, 4, 40], offset=[0, 8, 80])
-    attributes.write_text(json.dumps(meta))
+    write_n5(path, DATA, {"resolution": [4, 4, 40], "offset": [0, 8, 80]}, block=8)
     opened = open_source(str(tmp_path / "data.n5/volumes/raw"), "raw")
     assert opened.voxel_size == Coordinate(40, 4, 4)
     assert opened.roi.offset == Coordinate(80, 8, 0)
@@ -221,3 +201,14 @@ def test_bad_sources_name_the_key_and_path(tmp_path, source, message):
     write_ome_image(path, [DATA, downsample(DATA)], (8, 4, 4), (0, 0, 0))
     with pytest.raises(DataError, match=message):
         open_source(source(path), "raw")
+
+
+def test_zarr_v3_dimension_names_name_the_axes(tmp_path):
+    path = tmp_path / "named.zarr"
+    array = zarr.create_array(
+        str(path), name="raw", data=DATA, chunks=(8, 8, 8), dimension_names=["z", "y", "x"]
+    )
+    array.attrs.update(voxel_size=[40, 4, 4], units=["nm", "nm", "nm"])
+    opened = open_source(str(path / "raw"), "raw")
+    assert opened.axis_names == ["z", "y", "x"]
+    assert opened.units == ["nm", "nm", "nm"]

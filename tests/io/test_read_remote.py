@@ -19,13 +19,14 @@ import zarr
 from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
+from io_writers import downsample, write_ome_image
 from moto.server import ThreadedMotoServer
-from ome_writer import downsample, write_ome_image
 
 from voltrain.cli import main
 from voltrain.errors import DataError
 from voltrain.experiment import load_config
 from voltrain.io.read import ArraySource, open_source
+from voltrain.io.stores import remote_url_and_options
 from voltrain.models.unet import build_model
 from voltrain.trainers.checkpoint import save_checkpoint
 
@@ -191,3 +192,23 @@ def test_predict_input_from_s3_ome_level_equals_local_input(s3_url, volume, tmp_
     assert remote.roi == local.roi == Roi((16, 32, 48), (160, 160, 160))
     assert local[local.roi].std() > 0.01  # the comparison below means something
     np.testing.assert_array_equal(remote[remote.roi], local[local.roi])
+
+
+def test_public_gcs_bucket_without_gcsfs_is_read_over_https(monkeypatch):
+    """Without gcsfs and credentials, gs:// reads go to Google's public HTTPS endpoint."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_gcsfs(name, *args, **kwargs):
+        if name == "gcsfs":
+            raise ImportError("No module named 'gcsfs'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_gcsfs)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    url, _ = remote_url_and_options("gs://public-bucket/cells.zarr/raw", "raw")
+    assert url == "https://storage.googleapis.com/public-bucket/cells.zarr/raw"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/secret.json")
+    with pytest.raises(DataError, match=r"raw: reading 'gs://public-bucket/.*' with .*gcsfs"):
+        remote_url_and_options("gs://public-bucket/cells.zarr/raw", "raw")

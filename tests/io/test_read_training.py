@@ -4,17 +4,15 @@ mask) gives identical samples, targets and weights for the same seeds."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import tensorstore as ts
 import zarr
 from conftest import experiment_dict
 from funlib.persistence import open_ds
-from ome_writer import write_ome_image
+from io_writers import write_n5, write_ome_image
 
 from voltrain.experiment import parse_config
 from voltrain.models.unet import build_model
@@ -73,22 +71,8 @@ def _ome_copy(reference: dict, directory: Path) -> dict:
 def _n5_copy(reference: dict, directory: Path) -> dict:
     container = directory / "cells.n5"
     for name, values in reference["data"].items():
-        path = container / name
-        spec = {
-            "driver": "n5",
-            "kvstore": {"driver": "file", "path": str(path)},
-            "metadata": {
-                "dimensions": list(values.shape[::-1]),
-                "blockSize": [32, 32, 32],
-                "dataType": str(values.dtype),
-                "compression": {"type": "gzip"},
-            },
-            "create": True,
-        }
-        ts.open(spec).result().write(values.T).result()
-        attributes = json.loads((path / "attributes.json").read_text())
-        attributes.update(resolution=[8, 8, 8], offset=reference["offset"][::-1])
-        (path / "attributes.json").write_text(json.dumps(attributes))
+        attributes = {"resolution": [8, 8, 8], "offset": reference["offset"][::-1]}
+        write_n5(container / name, values, attributes)
     return {
         name: str(container / stored)
         for name, stored in (("raw", "raw"), ("gt", "labels"), ("mask", "mask"))

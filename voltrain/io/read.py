@@ -163,6 +163,9 @@ def _open_zarr(location: Location, source: ArraySource, where: str):
             )
         return _ome_level(node, multiscales[0], source, where)
     metadata = _plain_metadata(node.attrs, reverse=False)
+    dimension_names = getattr(node.metadata, "dimension_names", None)  # zarr v3 only
+    if metadata.axis_names is None and dimension_names and all(dimension_names):
+        metadata.axis_names = [str(name) for name in dimension_names]
     if metadata.voxel_size is None and location.key:
         parent_key, _, name = location.key.rpartition("/")
         parent = zarr.open_group(store=store, path=parent_key, mode="r")

@@ -1,10 +1,13 @@
-"""Write OME-NGFF multiscale images with zarr itself (ome-zarr is not installed)."""
+"""Write test volumes with each format's own library: OME-NGFF with zarr (ome-zarr is not
+installed), N5 with tensorstore."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import tensorstore as ts
 import zarr
 
 
@@ -54,3 +57,23 @@ def write_ome_image(
 def downsample(data: np.ndarray) -> np.ndarray:
     """Every second voxel along each axis (what a label pyramid's next level holds)."""
     return np.ascontiguousarray(data[::2, ::2, ::2])
+
+
+def write_n5(path: Path, data: np.ndarray, attributes: dict, block: int = 32) -> None:
+    """An N5 dataset as gunpowder's and z5py's writers leave it: axes fastest-first
+    (x, y, z) in ``dimensions``, and ``attributes`` (resolution, offset) added to them."""
+    spec = {
+        "driver": "n5",
+        "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {
+            "dimensions": list(data.shape[::-1]),
+            "blockSize": [block] * data.ndim,
+            "dataType": str(data.dtype),
+            "compression": {"type": "gzip"},
+        },
+        "create": True,
+    }
+    ts.open(spec).result().write(data.T).result()
+    metadata = json.loads((path / "attributes.json").read_text())
+    metadata.update(attributes)
+    (path / "attributes.json").write_text(json.dumps(metadata))
