@@ -212,3 +212,22 @@ def test_zarr_v3_dimension_names_name_the_axes(tmp_path):
     opened = open_source(str(path / "raw"), "raw")
     assert opened.axis_names == ["z", "y", "x"]
     assert opened.units == ["nm", "nm", "nm"]
+
+
+def test_level_offset_off_the_voxel_grid_moves_to_the_nearest_grid_point(tmp_path, caplog):
+    """Pyramids that shift coarse levels by half a voxel still open on a whole grid."""
+    path = str(tmp_path / "shifted.zarr")
+    write_ome_image(path, [DATA], (8, 8, 8), (36, 4, 0))
+    with caplog.at_level("WARNING"):
+        array = open_source(path, "raw")
+    assert array.roi.offset == Coordinate(40, 8, 0)
+    assert "not on its voxel grid" in caplog.text and "shifted.zarr" in caplog.text
+
+
+def test_voxel_size_of_a_single_array_is_checked(tmp_path):
+    path = tmp_path / "plain.zarr"
+    zarr.create_array(str(path), name="raw", data=DATA).attrs["voxel_size"] = [40, 4, 4]
+    source = ArraySource(path=str(path / "raw"), voxel_size=[8, 8, 8])
+    with pytest.raises(DataError, match=r"raw: .*plain.zarr/raw' has voxel_size \[40, 4, 4\]"):
+        open_source(source, "raw")
+    assert open_source(source.model_copy(update={"voxel_size": [40, 4, 4]}), "raw")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,7 +316,8 @@ def _whole_world_units(voxel_size, offset, units: list[str], source: ArraySource
     if any(v <= 0 for v in voxels):
         raise DataError(f"{where}: '{source.path}' has a non-positive voxel size {list(voxels)}")
     world = [o * factor for o in offset]
-    snapped = Coordinate(round(o / v) * v for o, v in zip(world, voxels, strict=True))
+    # half a voxel rounds up on every axis alike (round() would round half to even)
+    snapped = Coordinate(math.floor(o / v + 0.5) * v for o, v in zip(world, voxels, strict=True))
     if any(abs(s - o) > 1e-6 * max(1.0, abs(o)) for s, o in zip(snapped, world, strict=True)):
         logger.warning(
             "%s: offset %s of '%s' is not on its voxel grid %s; using %s",
