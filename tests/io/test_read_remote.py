@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import boto3
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -212,3 +213,19 @@ def test_public_gcs_bucket_without_gcsfs_is_read_over_https(monkeypatch):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/secret.json")
     with pytest.raises(DataError, match=r"raw: reading 'gs://public-bucket/.*' with .*gcsfs"):
         remote_url_and_options("gs://public-bucket/cells.zarr/raw", "raw")
+
+
+def test_cremi_hdf5_read_from_s3(s3_url, tmp_path):
+    """A CREMI-style HDF5 file in a bucket opens with its metadata and reads its voxels."""
+    labels = np.arange(32**3, dtype=np.uint64).reshape((32,) * 3)
+    path = tmp_path / "sample_A.hdf"
+    with h5py.File(path, "w") as file:
+        file.create_dataset("volumes/labels/neuron_ids", data=labels, chunks=(16, 16, 16))
+        file["volumes/labels/neuron_ids"].attrs.update(resolution=[40, 4, 4], offset=[40, 0, 0])
+    boto3.client("s3").upload_file(str(path), BUCKET, "cremi/sample_A.hdf")
+    url = f"s3://{BUCKET}/cremi/sample_A.hdf"
+    array = open_source(f"{url}/volumes/labels/neuron_ids", "gt")
+    assert (array.voxel_size, array.roi.offset) == (Coordinate(40, 4, 4), Coordinate(40, 0, 0))
+    np.testing.assert_array_equal(array[array.roi], labels)
+    with pytest.raises(DataError, match=r"gt: no such HDF5 file 's3://.*/cremi/absent.hdf'"):
+        open_source(f"s3://{BUCKET}/cremi/absent.hdf/volumes/raw", "gt")

@@ -12,7 +12,8 @@ One reader serves training, validation and ``voltrain predict --input``:
   stored in N5's x, y, z order as gunpowder writes them.
 - HDF5 (through h5py), e.g. CREMI's ``sample.hdf/volumes/labels/neuron_ids`` with
   ``resolution``/``offset`` attributes.
-- Any of the zarr forms at ``s3://``, ``gs://`` or ``http(s)://`` URLs (see ``stores``).
+- Any of the zarr forms and HDF5 at ``s3://``, ``gs://`` or ``http(s)://`` URLs (see
+  ``stores``); N5 is read from local containers.
 
 Nothing is read but metadata: the returned array's ``_source_data`` is read chunk by chunk
 (a zarr array, or a view from ``voltrain.io.views``). The array carries ``units`` and
@@ -38,7 +39,7 @@ from pydantic import Field
 from voltrain.config import StrictModel
 from voltrain.errors import DataError
 from voltrain.io.ome import multiscales_of, ome_levels, select_level
-from voltrain.io.stores import Location, is_url, locate, zarr_store
+from voltrain.io.stores import Location, is_url, locate, remote_url_and_options, zarr_store
 from voltrain.io.views import Hdf5Array, LabelArray, MaskArray, TensorStoreArray
 
 logger = logging.getLogger(__name__)
@@ -198,10 +199,18 @@ def _open_hdf5(location: Location, source: ArraySource, where: str):
     import h5py
 
     if location.remote:
-        raise DataError(f"{where}: HDF5 is read from local files only, not '{source.path}'")
-    if not Path(location.container).is_file():
+        import fsspec
+
+        url, options = remote_url_and_options(location.container, where)
+        try:
+            # h5py reads the file through fsspec's random access (ranged requests)
+            handle = h5py.File(fsspec.open(url, "rb", **options).open(), "r")
+        except FileNotFoundError:
+            raise DataError(f"{where}: no such HDF5 file '{location.container}'") from None
+    elif not Path(location.container).is_file():
         raise DataError(f"{where}: no such HDF5 file '{location.container}'")
-    handle = h5py.File(location.container, "r")
+    else:
+        handle = h5py.File(location.container, "r")
     dataset = handle.get(location.key) if location.key else None
     if not isinstance(dataset, h5py.Dataset):
         raise DataError(f"{where}: no HDF5 dataset '{location.key}' in '{location.container}'")
