@@ -131,13 +131,14 @@ def test_hdf5_in_cremi_layout(tmp_path):
     labels = RNG.integers(0, 2**40, size=DATA.shape, dtype=np.uint64)
     with h5py.File(path, "w") as file:
         file.create_dataset("volumes/raw", data=DATA)  # contiguous, as CREMI's raw is
-        file["volumes/raw"].attrs["resolution"] = [40.0, 4.0, 4.0]
+        file["volumes/raw"].attrs.update(resolution=[40.0, 4.0, 4.0], units=[b"nm"] * 3)
         file.create_dataset("volumes/labels/neuron_ids", data=labels, chunks=(8, 8, 8))
         file["volumes/labels/neuron_ids"].attrs.update(resolution=[40, 4, 4], offset=[40, 0, 0])
     raw = open_source(f"{path}/volumes/raw", "raw")
     gt = open_source(f"{path}/volumes/labels/neuron_ids", "gt")
     assert (raw.voxel_size, raw.roi.offset) == (Coordinate(40, 4, 4), Coordinate(0, 0, 0))
     assert (gt.voxel_size, gt.roi.offset) == (Coordinate(40, 4, 4), Coordinate(40, 0, 0))
+    assert raw.units == ["nm"] * 3
     check_reads(raw, DATA)
     check_reads(gt, labels)
 
@@ -231,3 +232,15 @@ def test_voxel_size_of_a_single_array_is_checked(tmp_path):
     with pytest.raises(DataError, match=r"raw: .*plain.zarr/raw' has voxel_size \[40, 4, 4\]"):
         open_source(source, "raw")
     assert open_source(source.model_copy(update={"voxel_size": [40, 4, 4]}), "raw")
+
+
+def test_time_axis_is_a_one_line_error(tmp_path):
+    path = tmp_path / "movie.zarr"
+    write_ome_image(path, [DATA], (8, 4, 4), (0, 0, 0))
+    group = zarr.open_group(str(path), mode="r+")
+    ome = dict(group.attrs["ome"])
+    multiscale = ome["multiscales"][0]
+    multiscale["axes"][0] = {"name": "t", "type": "time", "unit": "second"}
+    group.attrs["ome"] = ome
+    with pytest.raises(DataError, match=r"raw: '.*movie.zarr' has a time axis"):
+        open_source(str(path), "raw")

@@ -170,8 +170,11 @@ def _open_zarr(location: Location, source: ArraySource, where: str):
         metadata.axis_names = [str(name) for name in dimension_names]
     if metadata.voxel_size is None and location.key:
         parent_key, _, name = location.key.rpartition("/")
-        parent = zarr.open_group(store=store, path=parent_key, mode="r")
-        multiscales = multiscales_of(parent.attrs)
+        try:
+            parent = zarr.open_group(store=store, path=parent_key, mode="r")
+        except (FileNotFoundError, KeyError, zarr.errors.NodeNotFoundError):
+            parent = None  # no parent group metadata: not a level of an OME image
+        multiscales = multiscales_of(parent.attrs) if parent is not None else None
         if multiscales:
             named = source.model_copy(update={"scale": name, "voxel_size": None})
             return _ome_level(parent, multiscales[0], named, where)
@@ -181,7 +184,12 @@ def _open_zarr(location: Location, source: ArraySource, where: str):
 def _ome_level(group, multiscale: Mapping, source: ArraySource, where: str):
     levels = ome_levels(multiscale, where, source.path)
     axes = levels[0].axes
-    types = [a["type"] or ("channel" if a["name"] == "c" else "space") for a in axes]
+    types = [a["type"] or {"c": "channel", "t": "time"}.get(a["name"], "space") for a in axes]
+    if "time" in types:
+        raise DataError(
+            f"{where}: '{source.path}' has a time axis; voltrain reads space axes and "
+            "optionally channels"
+        )
     spatial = [i for i, t in enumerate(types) if t == "space"]
     level = select_level(levels, source.scale, source.voxel_size, spatial, where, source.path)
     stored = group[level.path]
@@ -214,8 +222,16 @@ def _open_hdf5(location: Location, source: ArraySource, where: str):
     dataset = handle.get(location.key) if location.key else None
     if not isinstance(dataset, h5py.Dataset):
         raise DataError(f"{where}: no HDF5 dataset '{location.key}' in '{location.container}'")
-    attrs = {k: np.asarray(v).tolist() for k, v in dataset.attrs.items()}
+    attrs = {key: _hdf5_attribute(value) for key, value in dataset.attrs.items()}
     return Hdf5Array(dataset), _plain_metadata(attrs, reverse=False)
+
+
+def _hdf5_attribute(value):
+    """An HDF5 attribute as plain Python values (numpy arrays to lists, bytes to str)."""
+    value = np.asarray(value).tolist()
+    if isinstance(value, list):
+        return [v.decode() if isinstance(v, bytes) else v for v in value]
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _open_n5(location: Location, source: ArraySource, where: str):
@@ -293,15 +309,13 @@ def _array(stored, metadata: _Metadata, source: ArraySource, where: str) -> Arra
         names = ["z", "y", "x"][-spatial:] if spatial <= 3 else [f"d{i}" for i in range(spatial)]
         axis_names = (["c"] if channels == 1 else [f"c{i}" for i in range(channels)]) + names
         types = ["channel"] * channels + ["space"] * spatial
-    return Array(
-        stored,
-        world_offset,
-        voxel_size,
-        axis_names,
-        units,
-        types,
-        chunks=tuple(stored.chunks),
-    )
+    try:
+        return Array(
+            stored, world_offset, voxel_size, axis_names, units, types, chunks=tuple(stored.chunks)
+        )
+    except (AssertionError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise DataError(f"{where}: inconsistent metadata in '{source.path}': {message}") from None
 
 
 def _whole_world_units(voxel_size, offset, units: list[str], source: ArraySource, where: str):
