@@ -79,6 +79,8 @@ def test_ome_micrometers_become_whole_nanometers(tmp_path):
     assert array.voxel_size == Coordinate(8, 4, 4)
     assert array.roi.offset == Coordinate(32, 0, 0)
     assert array.units == ["nanometer"] * 3
+    picked = open_source(ArraySource(path=path, voxel_size=[0.008, 0.004, 0.004]), "raw")
+    assert picked.voxel_size == Coordinate(8, 4, 4)
 
 
 def test_image_written_by_iohub_with_a_channel_axis(tmp_path):

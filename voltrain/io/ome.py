@@ -71,7 +71,7 @@ def ome_levels(multiscale: Mapping, where: str, path: str) -> list[OmeLevel]:
 def select_level(
     levels: Sequence[OmeLevel],
     scale: str | None,
-    voxel_size: Sequence[int] | None,
+    voxel_size: Sequence[float] | None,
     spatial: Sequence[int],
     where: str,
     path: str,
@@ -95,10 +95,11 @@ def select_level(
             ):
                 return level
         sizes = "; ".join(
-            f"{level.path}: {[_compact(level.scale[i]) for i in spatial]}" for level in levels
+            f"{level.path}: {[display_number(level.scale[i]) for i in spatial]}" for level in levels
         )
         raise DataError(
-            f"{where}: no OME-NGFF level of '{path}' has voxel_size {list(voxel_size)}; its "
+            f"{where}: no OME-NGFF level of '{path}' has voxel_size "
+            f"{[display_number(v) for v in voxel_size]}; its "
             f"levels are {sizes}"
         )
     return levels[0]
@@ -131,5 +132,6 @@ def _transforms(transforms: Sequence[Mapping], ndim: int):
     return scale, shift
 
 
-def _compact(value: float) -> int | float:
+def display_number(value: float) -> int | float:
+    """``value`` as an int when it is whole (8.0 -> 8), for messages."""
     return int(value) if float(value).is_integer() else value

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from voltrain.config import StrictModel
 from voltrain.errors import DataError
-from voltrain.io.ome import multiscales_of, ome_levels, select_level
+from voltrain.io.ome import display_number, multiscales_of, ome_levels, select_level
 from voltrain.io.stores import Location, is_url, locate, remote_url_and_options, zarr_store
 from voltrain.io.views import Hdf5Array, LabelArray, MaskArray, TensorStoreArray
 
@@ -58,17 +58,17 @@ class ArraySource(StrictModel):
 
     path: str = Field(min_length=1)
     scale: str | None = Field(None, description="OME-NGFF level to read, e.g. s1")
-    voxel_size: list[int] | None = Field(
+    voxel_size: list[float] | None = Field(
         None,
         min_length=1,
-        description="pick the OME-NGFF level with this voxel size; for a single array, "
-        "check that it has it",
+        description="pick the OME-NGFF level with this voxel size (in the image's units); "
+        "for a single array, check that it has it",
     )
 
     def __str__(self) -> str:
         picked = f"scale {self.scale}" if self.scale else None
         if self.voxel_size is not None:
-            picked = f"voxel_size {self.voxel_size}"
+            picked = f"voxel_size {[display_number(v) for v in self.voxel_size]}"
         return f"{self.path} ({picked})" if picked else self.path
 
 
@@ -301,7 +301,7 @@ def _array(stored, metadata: _Metadata, source: ArraySource, where: str) -> Arra
         if asked not in ([float(v) for v in metadata.voxel_size], [float(v) for v in voxel_size]):
             raise DataError(
                 f"{where}: '{source.path}' has voxel_size {list(voxel_size)}, not the "
-                f"{source.voxel_size} the config asks for"
+                f"{[display_number(v) for v in source.voxel_size]} the config asks for"
             )
     axis_names, types = metadata.axis_names, metadata.types
     if axis_names is None or len(axis_names) != ndim or types is None or len(types) != ndim:
