@@ -1,8 +1,8 @@
 """The ``data`` config section and the opening and checking of training volumes.
 
-Every array is read through ``funlib.persistence.open_ds`` so that voxel size and offset
-come from the array's own metadata (``voxel_size`` and ``offset`` attributes, in world
-units). Every check that a user's data can fail raises a ``DataError`` whose message names
+Every array is read through ``voltrain.io.read.open_source`` (OME-NGFF, zarr, N5, HDF5,
+local or remote) so that voxel size and offset come from the array's own metadata, in world
+units. Every check that a user's data can fail raises a ``DataError`` whose message names
 the config key and the path.
 """
 
@@ -12,33 +12,43 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import zarr
 from funlib.geometry import Coordinate, Roi
-from funlib.persistence import Array, open_ds
+from funlib.persistence import Array
 from pydantic import Field, field_validator
 
 from voltrain.config import StrictModel
 from voltrain.errors import DataError
+from voltrain.io.read import (
+    ArraySource,
+    as_labels,
+    as_mask,
+    open_source,
+    resolve_source,
+    source_path,
+)
 
 
 class DatasetConfig(StrictModel):
     """One training or validation volume: raw, ground truth and an optional mask.
 
-    Paths name zarr arrays (``container.zarr/dataset``). Relative paths are resolved
-    against the directory of the config file.
+    Each volume is a path (``container.zarr/dataset``, ``sample.hdf/volumes/raw``, an
+    ``s3://`` URL) or a mapping that also picks an OME-NGFF level
+    (``{path: image.zarr, scale: s1}``); see ``voltrain.io.read``. Relative paths are
+    resolved against the directory of the config file.
     """
 
     name: str | None = None
-    raw: str
-    gt: str
-    mask: str | None = None
+    raw: str | ArraySource
+    gt: str | ArraySource
+    mask: str | ArraySource | None = None
     weight: float = Field(1.0, gt=0, description="relative sampling weight")
+    background: int = Field(0, description="the gt label id of background (read as 0)")
 
     @field_validator("raw", "gt", "mask")
     @classmethod
-    def _not_empty(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must be a non-empty zarr array path")
+    def _not_empty(cls, value: str | ArraySource | None) -> str | ArraySource | None:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must be a non-empty array path")
         return value
 
 
@@ -57,8 +67,8 @@ class DataConfig(StrictModel):
             update = {}
             for key in ("raw", "gt", "mask"):
                 value = getattr(ds, key)
-                if value is not None and not Path(value).is_absolute():
-                    update[key] = str((base_dir / value).resolve())
+                if value is not None:
+                    update[key] = resolve_source(value, base_dir)
             return ds.model_copy(update=update)
 
         return DataConfig(
@@ -84,45 +94,18 @@ class TrainingVolume:
         return self.gt.voxel_size
 
 
-def open_array(path: str, where: str) -> Array:
-    """Open a zarr array with its voxel size and offset, or raise a ``DataError``.
+def open_array(path: str | ArraySource, where: str) -> Array:
+    """Open a 3D volume with its voxel size and offset, or raise a ``DataError``.
 
     ``where`` is the config key the path came from (e.g. ``data.train[0].raw``).
     """
-    if not Path(_container_of(path)).exists():
-        raise DataError(f"{where}: no such zarr container for '{path}'")
-    try:
-        handle = zarr.open(path, mode="r")
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        raise DataError(f"{where}: no zarr array at '{path}' ({error})") from None
-    if not isinstance(handle, zarr.Array):
-        raise DataError(f"{where}: '{path}' is a zarr group, not an array")
-    if "voxel_size" not in handle.attrs:
-        raise DataError(
-            f"{where}: array '{path}' has no 'voxel_size' attribute; write it with "
-            "funlib.persistence.prepare_ds or set attrs['voxel_size'] (world units per voxel)"
-        )
-    try:
-        array = open_ds(path, mode="r")
-    except Exception as error:  # malformed metadata: report it against the input
-        raise DataError(f"{where}: cannot read array metadata of '{path}': {error}") from None
+    array = open_source(path, where)
     if array.voxel_size.dims != 3 or len(array.shape) != 3:
         raise DataError(
-            f"{where}: '{path}' must be a 3D array with a 3D voxel_size, "
+            f"{where}: '{source_path(path)}' must be a 3D array with a 3D voxel_size, "
             f"got shape {array.shape} and voxel_size {tuple(array.voxel_size)}"
         )
-    if any(v <= 0 for v in array.voxel_size):
-        raise DataError(f"{where}: '{path}' has a non-positive voxel_size {array.voxel_size}")
     return array
-
-
-def _container_of(path: str) -> str:
-    """The ``*.zarr`` directory part of an array path, or the path itself."""
-    parts = Path(path).parts
-    for i, part in enumerate(parts):
-        if part.endswith(".zarr") or part.endswith(".n5"):
-            return str(Path(*parts[: i + 1]))
-    return path
 
 
 def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> TrainingVolume:
@@ -135,8 +118,8 @@ def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> 
     """
     raw = open_array(config.raw, f"{where}.raw")
     gt = open_array(config.gt, f"{where}.gt")
-    mask = open_array(config.mask, f"{where}.mask") if config.mask else None
-    name = config.name or Path(config.gt).parent.name or where
+    mask = as_mask(open_array(config.mask, f"{where}.mask")) if config.mask else None
+    name = config.name or Path(source_path(config.gt)).parent.name or where
 
     if raw.voxel_size != gt.voxel_size:
         raise DataError(
@@ -150,6 +133,7 @@ def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> 
         )
     if not np.issubdtype(gt.dtype, np.integer) and gt.dtype != bool:
         raise DataError(f"{where}.gt: '{config.gt}' must hold integer label ids, got {gt.dtype}")
+    gt = as_labels(gt, config.background, where)
     if not raw.roi.intersects(gt.roi):
         raise DataError(f"{where}: raw ROI {raw.roi} and gt ROI {gt.roi} do not overlap")
     gt_shape = gt.roi.shape / gt.voxel_size

@@ -53,6 +53,14 @@ def test_target_is_foreground_with_a_channel_axis_and_weight_is_the_mask():
     assert batch[GT].spec.roi == OUTPUT_ROI
 
 
+def test_negative_label_ids_are_foreground():
+    """Signed labels (e.g. after a background swap) may hold negative object ids."""
+    labels, mask = volumes()
+    signed = labels.astype(np.int64) * -1
+    target = request_batch(signed, mask, balance_weights=False)[TARGET]
+    np.testing.assert_array_equal(target.data[0], crop(labels) != 0)
+
+
 def test_balanced_weight_gives_each_class_half_of_the_masked_weight():
     labels, mask = volumes(seed=1)
     batch = request_batch(labels, mask, balance_weights=True)

@@ -50,7 +50,7 @@ def requested_output_roi(request: gp.BatchRequest, keys: tuple[gp.ArrayKey, ...]
 
 
 class BinaryTarget(gp.BatchFilter):
-    """Add a foreground target (gt > 0) and its loss weight, both float32 (1, z, y, x).
+    """Add a foreground target (gt != 0) and its loss weight, both float32 (1, z, y, x).
 
     The weight is the mask (1 = labels trusted), optionally rescaled so foreground and
     background voxels each carry half of the trusted weight.
@@ -97,7 +97,7 @@ class BinaryTarget(gp.BatchFilter):
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         gt = batch[self.gt]
-        target = (gt.data > 0).astype(np.float32)[np.newaxis]
+        target = (gt.data != 0).astype(np.float32)[np.newaxis]
         if self.mask is None:
             weight = np.ones_like(target)
         else:

@@ -20,6 +20,7 @@ from voltrain.data import open_array
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import ExperimentConfig, load_config
 from voltrain.inference import check_centred, resolve_device
+from voltrain.io.read import resolve_source
 from voltrain.io.write import source_units
 from voltrain.models.unet import build_model, output_shape, valid_input_shape
 from voltrain.predict.output import split_container
@@ -54,7 +55,8 @@ def plan_prediction(
     checkpoint = str(Path(checkpoint).resolve())
     state = load_checkpoint(Path(checkpoint))
     load_model_state(build_model(config.model, 1, task.num_channels), state, checkpoint)
-    raw = open_array(str(Path(input_path).resolve()), "--input")
+    input_path = resolve_source(input_path, Path.cwd())
+    raw = open_array(input_path, "--input")
     _check_voxel_size(raw, config, state, checkpoint, input_path)
     raw_input = config.resolved_input()
     if raw_input.normalize_factor is None and raw.dtype not in AUTO_NORMALIZED_DTYPES:
@@ -65,14 +67,14 @@ def plan_prediction(
     roi = _checked_roi(roi, raw, input_path)
     output_path = str(Path(output_path).resolve())
     split_container(output_path)
-    if Path(output_path) == Path(input_path).resolve():
+    if Path(output_path) == Path(input_path):
         raise ConfigError(f"--output '{output_path}': is the input array")
     resolve_device(device)
     return PredictionSpec(
         model=config.model,
         task=config.task,
         checkpoint=checkpoint,
-        input=str(Path(input_path).resolve()),
+        input=input_path,
         output=output_path,
         voxel_size=list(raw.voxel_size),
         units=source_units(raw, "--input"),

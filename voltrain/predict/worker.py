@@ -17,10 +17,10 @@ import os
 import gunpowder as gp
 import torch
 from funlib.geometry import Roi
-from funlib.persistence import open_ds
 
 from voltrain.blocks.serve import serve_blocks
 from voltrain.inference import InputConfig, IntensityMap, inference_graph, resolve_device
+from voltrain.io.read import open_source
 from voltrain.models.unet import build_model
 from voltrain.predict.output import OutputStore
 from voltrain.predict.spec import PredictionSpec
@@ -61,7 +61,7 @@ class BlockPredictor:
             intensity_maps=[IntensityMap(scale=a, shift=b) for a, b in spec.intensity_maps],
         )
         self.pipeline = inference_graph(
-            open_ds(spec.input, mode="r"),
+            open_source(spec.input, "input"),
             RAW,
             PREDICTION,
             self.model,
