@@ -39,6 +39,19 @@ def multiscales_of(attrs: Mapping) -> list | None:
     return attrs.get("multiscales")
 
 
+def level_array_path(path: str) -> str:
+    """The zarr array behind a local ``path``: the path itself, or the finest level of an
+    OME-NGFF image group (what voltrain writes: ``image/s0``)."""
+    import zarr
+
+    handle = zarr.open(path, mode="r")
+    if isinstance(handle, zarr.Group):
+        multiscales = multiscales_of(handle.attrs)
+        if multiscales:
+            return f"{path}/{multiscales[0]['datasets'][0]['path']}"
+    return path
+
+
 def ome_levels(multiscale: Mapping, where: str, path: str) -> list[OmeLevel]:
     """Every level of one ``multiscales`` entry, finest first as the spec orders them."""
     try:

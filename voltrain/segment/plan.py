@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import zarr
-from funlib.persistence import Array, open_ds
+from funlib.persistence import Array
 
 from voltrain.data import open_array
 from voltrain.errors import ConfigError, DataError
+from voltrain.io.read import open_source
+from voltrain.io.write import source_units
 from voltrain.predict.output import split_container
 from voltrain.segment.config import SegmentConfig, check_thresholds
 from voltrain.segment.spec import SegmentSpec
@@ -24,18 +25,7 @@ def open_affinities(path: str, neighborhood: Sequence[Sequence[int]], key: str =
     """Open (C, z, y, x) affinities whose channels fit the neighbourhood, or raise."""
     if not Path(path).exists():
         raise DataError(f"{key} '{path}': no such array")
-    try:
-        handle = zarr.open(path, mode="r")
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        raise DataError(f"{key} '{path}': no zarr array ({error})") from None
-    if not isinstance(handle, zarr.Array):
-        raise DataError(f"{key} '{path}': is a zarr group, not an array")
-    if "voxel_size" not in handle.attrs and "multiscales" not in handle.attrs:
-        raise DataError(f"{key} '{path}': has no voxel size (attrs['voxel_size'])")
-    try:
-        array = open_ds(path, mode="r")
-    except Exception as error:  # malformed metadata: report it against the input
-        raise DataError(f"{key} '{path}': cannot read array metadata: {error}") from None
+    array = open_source(path, f"{key} '{path}'")
     if len(array.shape) != 4 or array.voxel_size.dims != 3:
         raise DataError(
             f"{key} '{path}': expected (channels, z, y, x) affinities with a 3D voxel size, "
@@ -116,5 +106,6 @@ def plan_segmentation(
         roi_offset=list(roi.offset),
         roi_shape=list(roi.shape),
         affinity_scale=1 / 255 if affinities.dtype == np.uint8 else 1.0,
+        units=source_units(affinities, "--input"),
         settings=settings,
     )

@@ -11,6 +11,8 @@ import numpy as np
 import zarr
 from funlib.geometry import Coordinate, Roi
 
+from voltrain.io.ome import level_array_path
+
 
 class ZarrWindow:
     """World-unit access to a (z, y, x) or (C, z, y, x) zarr array.
@@ -23,7 +25,7 @@ class ZarrWindow:
     """
 
     def __init__(self, path: str, offset, voxel_size, mode: str = "r"):
-        self.array = zarr.open_array(path, mode=mode)
+        self.array = zarr.open_array(level_array_path(path), mode=mode)
         self.voxel_size = Coordinate(voxel_size)
         shape = Coordinate(self.array.shape[-3:])
         self.roi = Roi(Coordinate(offset), shape * self.voxel_size)
