@@ -7,9 +7,10 @@ import pytest
 from funlib.geometry import Coordinate, Roi
 
 from tests.helpers import experiment_dict
+from voltrain.blocks.record import tile_roi
 from voltrain.errors import ConfigError
 from voltrain.experiment import parse_config
-from voltrain.inference import IntensityMap, check_centred, tile_roi
+from voltrain.inference import IntensityMap, check_centred
 from voltrain.models.unet import build_model
 
 SCALE_SHIFT = {"type": "intensity_scale_shift", "scale": 2.0, "shift": -1.0}

@@ -5,9 +5,9 @@ Blockwise validation (``voltrain.validation.blockwise``) and ``voltrain predict`
 is exactly the block ``voltrain predict`` writes. Training reads the same ``input`` section
 (``InputConfig``): its normalisation comes first, its fixed maps last, after the augments.
 
-Also here, because every blockwise job needs them: how a ROI is cut into blocks
-(``tile_roi``, from ``voltrain.blocks``), the check that a block's input can be centred on its output
-(``check_centred``), and which device a process runs on (``resolve_device``).
+Also here, because every blockwise job needs them: the check that a block's input can be
+centred on its output (``check_centred``) and which device a process runs on
+(``resolve_device``). How a ROI is cut into blocks is ``voltrain.blocks.record.tile_roi``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import gunpowder as gp
-import numpy as np
 import torch
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Coordinate
 from funlib.persistence import Array
 from pydantic import Field
 
-from voltrain.blocks.record import tile_roi
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
 from voltrain.nodes.intensity_scale_shift import IntensityScaleShift

@@ -10,10 +10,10 @@ import zarr
 from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, open_ome_ds
+from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
 
 from voltrain.experiment import parse_config
 from voltrain.run import TrainingRun
-from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
 
 
 @pytest.fixture

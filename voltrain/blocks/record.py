@@ -13,6 +13,7 @@ moment leaves markers for finished blocks only, and a rerun redoes the rest.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 

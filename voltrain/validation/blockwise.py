@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from funlib.geometry import Coordinate, Roi
 
+from voltrain.blocks.record import tile_roi
 from voltrain.data import TrainingVolume
 from voltrain.errors import unwrap_voltrain_errors
-from voltrain.inference import InputConfig, check_centred, inference_graph, tile_roi
+from voltrain.inference import InputConfig, check_centred, inference_graph
 from voltrain.nodes.roi_mask_source import RoiMaskSource
 from voltrain.nodes.zarr_source import ZarrSource
 from voltrain.validation import validation_results
