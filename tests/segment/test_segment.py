@@ -23,6 +23,7 @@ from segment_volumes import (
 
 from voltrain.blocks.run import BlockRunOptions
 from voltrain.cli import main
+from voltrain.io.write import level_path
 from voltrain.segment import SegmentConfig, segment_array
 from voltrain.segment.blockwise import segment
 from voltrain.segment.store import RECORD_KEY
@@ -56,7 +57,7 @@ def run_segment(tmp_path, affinities, workers=1, block_shape=(8, 8, 8), threshol
     output = tmp_path / "out.zarr" / "seg"
     options = BlockRunOptions(workers=workers, progress=False)
     result = segment(str(config), affs, str(output), options=options)
-    return {t: open_ds(path)[:] for t, path in result.outputs.items()}
+    return {t: open_ds(level_path(path))[:] for t, path in result.outputs.items()}
 
 
 def test_touching_cubes_merge_above_the_interface_score_and_not_below():
@@ -150,7 +151,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
         affinities, NEIGHBORHOOD, [0.3, 0.7], config=SegmentConfig(block_shape=[4, 4, 4])
     )
     for threshold in (0.3, 0.7):
-        segmentation = open_ds(f"{output}/threshold_{threshold}")[:]
+        segmentation = open_ds(level_path(f"{output}/threshold_{threshold}"))[:]
         np.testing.assert_array_equal(segmentation, expected[threshold])
     capsys.readouterr()
     # A complete output is left alone, and other thresholds reuse its fragments.
@@ -160,7 +161,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, capsys):
     expected = segment_array(
         affinities, NEIGHBORHOOD, [0.5], config=SegmentConfig(block_shape=[4, 4, 4])
     )
-    np.testing.assert_array_equal(open_ds(f"{output}/threshold_0.5")[:], expected[0.5])
+    np.testing.assert_array_equal(open_ds(level_path(f"{output}/threshold_0.5"))[:], expected[0.5])
     assert not Path(f"{output}/threshold_0.3").exists()
 
 

@@ -107,7 +107,7 @@ class SegmentStore:
         if self.record().get("thresholds") == spec.thresholds:
             return
         group = zarr.open_group(self.output, mode="r+")
-        for name in list(group.array_keys()):
+        for name in list(group.keys()):
             if name.startswith("threshold_"):
                 shutil.rmtree(Path(self.output) / name)
         self.lookup_path.unlink(missing_ok=True)
