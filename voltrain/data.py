@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
@@ -18,7 +19,10 @@ from funlib.persistence import Array, open_ds
 from pydantic import Field, field_validator
 
 from voltrain.config import StrictModel
-from voltrain.errors import DataError
+from voltrain.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from voltrain.models.unet import UNetConfig
 
 
 class DatasetConfig(StrictModel):
@@ -81,13 +85,25 @@ class TrainingVolume:
 
     @property
     def voxel_size(self) -> Coordinate:
+        """The voxel size of gt and mask, and of the network's output and targets."""
         return self.gt.voxel_size
 
+    @property
+    def raw_voxel_size(self) -> Coordinate:
+        """The voxel size of raw, the network's input (gt's or an integer fraction of it)."""
+        return self.raw.voxel_size
 
-def open_array(path: str, where: str) -> Array:
+    @property
+    def raw_channels(self) -> int:
+        """Channels of raw: 1 for a (z, y, x) array, c for (c, z, y, x)."""
+        return raw_channels(self.raw)
+
+
+def open_array(path: str, where: str, channels: bool = False) -> Array:
     """Open a zarr array with its voxel size and offset, or raise a ``DataError``.
 
-    ``where`` is the config key the path came from (e.g. ``data.train[0].raw``).
+    ``where`` is the config key the path came from (e.g. ``data.train[0].raw``). With
+    ``channels``, a leading channel axis is allowed: (c, z, y, x) with a 3D voxel size.
     """
     if not Path(_container_of(path)).exists():
         raise DataError(f"{where}: no such zarr container for '{path}'")
@@ -106,9 +122,11 @@ def open_array(path: str, where: str) -> Array:
         array = open_ds(path, mode="r")
     except Exception as error:  # malformed metadata: report it against the input
         raise DataError(f"{where}: cannot read array metadata of '{path}': {error}") from None
-    if array.voxel_size.dims != 3 or len(array.shape) != 3:
+    allowed_ndims = (3, 4) if channels else (3,)
+    if array.voxel_size.dims != 3 or len(array.shape) not in allowed_ndims:
+        kind = "3D array (or (c, z, y, x) with channels)" if channels else "3D array"
         raise DataError(
-            f"{where}: '{path}' must be a 3D array with a 3D voxel_size, "
+            f"{where}: '{path}' must be a {kind} with a 3D voxel_size, "
             f"got shape {array.shape} and voxel_size {tuple(array.voxel_size)}"
         )
     if any(v <= 0 for v in array.voxel_size):
@@ -133,15 +151,15 @@ def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> 
         where: its config key, e.g. ``data.train[1]``, used in error messages.
         output_shape: the network's output shape in voxels; gt must hold at least one.
     """
-    raw = open_array(config.raw, f"{where}.raw")
+    raw = open_array(config.raw, f"{where}.raw", channels=True)
     gt = open_array(config.gt, f"{where}.gt")
     mask = open_array(config.mask, f"{where}.mask") if config.mask else None
     name = config.name or Path(config.gt).parent.name or where
 
-    if raw.voxel_size != gt.voxel_size:
+    if any(g % r for g, r in zip(gt.voxel_size, raw.voxel_size, strict=True)):
         raise DataError(
-            f"{where}: raw voxel_size {tuple(raw.voxel_size)} ('{config.raw}') does not fit "
-            f"gt voxel_size {tuple(gt.voxel_size)} ('{config.gt}'); they must be equal"
+            f"{where}: gt voxel_size {tuple(gt.voxel_size)} ('{config.gt}') is not an integer "
+            f"multiple of raw voxel_size {tuple(raw.voxel_size)} ('{config.raw}') on every axis"
         )
     if mask is not None and mask.voxel_size != gt.voxel_size:
         raise DataError(
@@ -161,6 +179,31 @@ def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> 
     return TrainingVolume(name=name, raw=raw, gt=gt, mask=mask, weight=config.weight)
 
 
+def raw_channels(raw: Array) -> int:
+    """Channels of a raw array: 1 for (z, y, x), c for (c, z, y, x)."""
+    return int(np.prod(raw.shape[: raw.channel_dims], dtype=np.int64))
+
+
+def check_output_voxel_size(
+    volume: TrainingVolume, config: DatasetConfig, where: str, model: UNetConfig
+) -> None:
+    """Raise ``ConfigError`` unless the network's output voxel size is gt's.
+
+    ``model`` is the ``UNetConfig``: raw's voxel size times ``model.output_downsample``
+    must be gt's, so that targets built from gt line up with the network's output voxels.
+    """
+    output_voxel_size = model.output_voxel_size(volume.raw_voxel_size)
+    if output_voxel_size != volume.voxel_size:
+        factor = volume.voxel_size / volume.raw_voxel_size
+        raise ConfigError(
+            f"model.output_downsample: the network's output voxel size "
+            f"{tuple(output_voxel_size)} (raw {tuple(volume.raw_voxel_size)} x "
+            f"{list(model.output_downsample)}) does not match gt voxel_size "
+            f"{tuple(volume.voxel_size)} of {where}.gt '{config.gt}'; set "
+            f"model.output_downsample: {list(factor)}"
+        )
+
+
 def raw_roi_for_training(volume: TrainingVolume, context: Coordinate, clip_raw: bool) -> Roi:
     """The ROI of raw that training may read; outside it, raw is padded with zeros.
 
@@ -170,4 +213,4 @@ def raw_roi_for_training(volume: TrainingVolume, context: Coordinate, clip_raw: 
     if not clip_raw:
         return volume.raw.roi
     wanted = volume.gt.roi.grow(context, context)
-    return volume.raw.roi.intersect(wanted).snap_to_grid(volume.raw.voxel_size, mode="shrink")
+    return volume.raw.roi.intersect(wanted).snap_to_grid(volume.raw_voxel_size, mode="shrink")

@@ -100,7 +100,7 @@ def predict(
         store.create(spec)
     write_rois = block_write_rois(spec)
     todo = len(store.missing_blocks(write_rois))
-    voxels = int(np.prod(spec.roi.shape / Coordinate(spec.voxel_size)))
+    voxels = int(np.prod(spec.roi.shape / spec.output_voxel))
     result = PredictionResult(spec.output, len(write_rois), todo, 0.0, voxels)
     if store.is_complete():
         result.blocks_predicted = 0

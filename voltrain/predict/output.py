@@ -128,9 +128,9 @@ class OutputStore:
         block_shape = Coordinate(spec.output_shape)
         prepare_ds(
             self.output,
-            shape=(spec.num_channels, *(spec.roi.shape / Coordinate(spec.voxel_size))),
+            shape=(spec.num_channels, *(spec.roi.shape / spec.output_voxel)),
             offset=spec.roi.offset,
-            voxel_size=Coordinate(spec.voxel_size),
+            voxel_size=spec.output_voxel,
             axis_names=["c^", "z", "y", "x"],
             types=["channel", "space", "space", "space"],
             chunk_shape=(spec.num_channels, *block_shape),

@@ -70,14 +70,22 @@ class BlockPredictor:
         self.store = OutputStore(spec.output)
         task = spec.task.build()
         state = load_checkpoint(spec.checkpoint)
-        model = build_model(spec.model, 1, task.num_channels)
+        model = build_model(spec.model, spec.input_channels, task.num_channels)
         load_model_state(model, state, spec.checkpoint)
         self.model = model.to(device).eval()
         pipeline = ZarrSource(RAW, open_ds(spec.input, mode="r"), interpolatable=True)
         pipeline += gp.Normalize(RAW, factor=spec.normalize_factor)
         for scale, shift in spec.intensity_maps:
             pipeline += IntensityScaleShift(RAW, scale=scale, shift=shift)
-        pipeline += Predict(self.model, RAW, PREDICTION, spec.context, task.activation, device)
+        pipeline += Predict(
+            self.model,
+            RAW,
+            PREDICTION,
+            spec.context,
+            task.activation,
+            device,
+            output_voxel_size=spec.output_voxel,
+        )
         self.pipeline = pipeline
         self._build = gp.build(pipeline)
 

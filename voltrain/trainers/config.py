@@ -129,6 +129,11 @@ class TrainerConfig(StrictModel):
                 raise ValueError(f"'{pattern}': factor must be finite and >= 0, got {factor}")
         return value
 
+    def input_channels(self, datasets: list) -> int:
+        """The network's input channels for training on ``datasets`` (1 unless the
+        trainer reads data whose raw has channels)."""
+        return 1
+
     def target_iteration(self, start: int) -> int:
         """The iteration a run that starts at ``start`` trains up to."""
         if self.max_steps is not None:

@@ -1,0 +1,159 @@
+"""Labels and mask at a coarser voxel size than raw: training, snapshots, prediction."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import experiment_dict
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import open_ds, prepare_ds
+
+from voltrain.errors import ConfigError, DataError
+from voltrain.experiment import parse_config
+from voltrain.run import TrainingRun
+from voltrain.synthetic import make_synthetic_volume
+
+ELASTIC = {
+    "type": "elastic",
+    "control_point_spacing": [40, 40, 40],
+    "jitter_sigma": [4, 4, 4],
+    "rotate": True,
+}
+
+
+def _coarsen(fine: Path, coarse: Path, name: str, factor: tuple[int, int, int]) -> None:
+    """Write ``fine/name`` subsampled by ``factor`` at the coarser voxel size."""
+    source = open_ds(str(fine / name))
+    data = source[source.roi][:: factor[0], :: factor[1], :: factor[2]]
+    target = prepare_ds(
+        str(coarse / name),
+        shape=data.shape,
+        offset=source.roi.offset,
+        voxel_size=source.voxel_size * Coordinate(factor),
+        dtype=data.dtype,
+        mode="w",
+    )
+    target[target.roi] = data
+
+
+@pytest.fixture(scope="module")
+def coarse_volume(tmp_path_factory) -> Path:
+    """raw 64^3 at 4 nm; labels and mask 32^3 at 8 nm, over the same world ROI."""
+    root = tmp_path_factory.mktemp("coarse")
+    fine = root / "fine.zarr"
+    container = root / "coarse.zarr"
+    make_synthetic_volume(
+        fine,
+        shape=(64, 64, 64),
+        voxel_size=(4, 4, 4),
+        offset=(16, 32, 48),
+        num_cells=12,
+        mask_fraction=0.7,
+        chunk_shape=(32, 32, 32),
+        seed=3,
+    )
+    for name in ("labels", "mask"):
+        _coarsen(fine, container, name, (2, 2, 2))
+    _coarsen(fine, container, "raw", (1, 1, 1))
+    return container
+
+
+def _config(container: Path, output_downsample=(2, 2, 2), **trainer) -> dict:
+    raw = experiment_dict(container, **trainer)
+    raw["model"]["output_downsample"] = list(output_downsample)
+    return raw
+
+
+def _train(config: dict, out: Path, steps: int) -> TrainingRun:
+    run = TrainingRun(parse_config(config), out, "cpu")
+    run.prepare(resume=False)
+    with run.trainer:
+        for _ in run.trainer.iterate(steps, run.model, run.optimizer, "cpu"):
+            pass
+    return run
+
+
+def test_snapshot_gt_and_target_line_up_with_the_coarse_labels(coarse_volume, tmp_path):
+    # input 36^3 at 4 nm -> 20^3 fine output -> 10^3 output voxels at 8 nm
+    config = _config(coarse_volume, snapshot_interval=2, batch_size=1, min_masked=0.2)
+    run = _train(config, tmp_path / "run", 2)
+    group = tmp_path / "run" / "snapshots.zarr" / "2"
+    arrays = {n: open_ds(str(group / n)) for n in ("raw", "gt", "target", "prediction")}
+    assert arrays["raw"].voxel_size == Coordinate(4, 4, 4)
+    assert arrays["raw"].shape == (36, 36, 36)
+    for name in ("gt", "target", "prediction"):
+        assert arrays[name].voxel_size == Coordinate(8, 8, 8), name
+    assert arrays["gt"].shape == (10, 10, 10)
+    assert arrays["prediction"].shape == (3, 10, 10, 10)
+    gt = arrays["gt"]
+    # the output region is on the gt grid and centred in raw: 8 fine voxels of context
+    assert gt.roi.offset % Coordinate(8, 8, 8) == Coordinate(0, 0, 0)
+    assert gt.roi.offset == arrays["raw"].roi.offset + Coordinate(32, 32, 32)
+    labels = open_ds(str(coarse_volume / "labels"))
+    expected = labels[Roi(gt.roi.offset, gt.roi.shape)]
+    np.testing.assert_array_equal(gt[gt.roi], expected)
+    # affinities along z at 8 nm: 1 where a voxel and the one 8 nm before it share a label
+    target = arrays["target"][arrays["target"].roi]
+    before = labels[Roi(gt.roi.offset - Coordinate(8, 0, 0), gt.roi.shape)]
+    np.testing.assert_array_equal(target[0], (expected == before) & (expected > 0))
+    assert run.model.in_channels == 1
+
+
+def test_coarse_labels_train_behind_an_elastic_augment(coarse_volume, tmp_path):
+    config = _config(coarse_volume, augments=[ELASTIC], min_masked=0.5, max_steps=2)
+    run = TrainingRun(parse_config(config), tmp_path / "run", "cpu")
+    run.prepare(resume=False)
+    pipeline = run.trainer.pipeline
+    for seed in range(4):
+        sample = pipeline.request_sample(seed)
+        assert sample["raw"].shape == (1, 36, 36, 36)
+        assert sample["gt"].shape == sample["mask"].shape == (10, 10, 10)
+        assert sample["target"].shape == (3, 10, 10, 10)
+        assert sample["mask"].mean() >= 0.5
+        # label ids are resampled by nearest neighbour: never blended into new ids
+        ids = set(np.unique(open_ds(str(coarse_volume / "labels"))[:]).tolist())
+        assert set(np.unique(sample["gt"]).tolist()) <= ids | {0}
+        assert tuple(sample["output_offset"] % 8) == (0, 0, 0)
+
+
+def test_gt_not_a_multiple_of_raw_voxel_size_is_one_line_exit_2(coarse_volume, tmp_path):
+    odd = tmp_path / "odd.zarr"
+    labels = open_ds(str(coarse_volume / "labels"))
+    array = prepare_ds(
+        str(odd / "labels"),
+        shape=(20, 20, 20),
+        offset=(0, 0, 0),
+        voxel_size=(6, 6, 6),
+        dtype=labels.dtype,
+        mode="w",
+    )
+    array[array.roi] = 1
+    config = _config(coarse_volume)
+    config["data"]["train"][0]["gt"] = str(odd / "labels")
+    config["data"]["train"][0]["mask"] = None
+    with pytest.raises(DataError, match=r"gt voxel_size \(6, 6, 6\).*odd.zarr/labels.*raw"):
+        TrainingRun(parse_config(config), tmp_path / "run", "cpu").prepare(resume=False)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(__import__("yaml").safe_dump(config))
+    out = tmp_path / "cli-run"
+    result = subprocess.run(
+        [sys.executable, "-m", "voltrain", "train", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "odd.zarr/labels" in lines[0] and "raw" in lines[0]
+    assert not out.exists()
+
+
+def test_output_voxel_size_that_is_not_gts_is_a_config_error(coarse_volume, tmp_path):
+    config = _config(coarse_volume, output_downsample=(1, 1, 1))
+    with pytest.raises(ConfigError, match=r"model.output_downsample.*\(4, 4, 4\).*\(8, 8, 8\)"):
+        TrainingRun(parse_config(config), tmp_path / "run", "cpu").prepare(resume=False)
+    assert not (tmp_path / "run").exists()
