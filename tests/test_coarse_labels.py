@@ -8,14 +8,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import yaml
 from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
 from voltrain.errors import ConfigError, DataError
-from voltrain.experiment import parse_config
+from voltrain.experiment import load_config, parse_config
+from voltrain.models.unet import build_model
+from voltrain.predict import predict
 from voltrain.run import TrainingRun
 from voltrain.synthetic import make_synthetic_volume
+from voltrain.trainers.checkpoint import save_checkpoint
+
+# the tiny U-Net maps 36^3 voxels of 4 nm to 10^3 of 8 nm: 8 fine voxels of context a side
+CONTEXT = 32
 
 ELASTIC = {
     "type": "elastic",
@@ -138,7 +146,7 @@ def test_gt_not_a_multiple_of_raw_voxel_size_is_one_line_exit_2(coarse_volume, t
     with pytest.raises(DataError, match=r"gt voxel_size \(6, 6, 6\).*odd.zarr/labels.*raw"):
         TrainingRun(parse_config(config), tmp_path / "run", "cpu").prepare(resume=False)
     path = tmp_path / "experiment.yaml"
-    path.write_text(__import__("yaml").safe_dump(config))
+    path.write_text(yaml.safe_dump(config))
     out = tmp_path / "cli-run"
     result = subprocess.run(
         [sys.executable, "-m", "voltrain", "train", str(path), "--out", str(out)],
@@ -157,3 +165,51 @@ def test_output_voxel_size_that_is_not_gts_is_a_config_error(coarse_volume, tmp_
     with pytest.raises(ConfigError, match=r"model.output_downsample.*\(4, 4, 4\).*\(8, 8, 8\)"):
         TrainingRun(parse_config(config), tmp_path / "run", "cpu").prepare(resume=False)
     assert not (tmp_path / "run").exists()
+
+
+def _whole_pass(model, raw_path: Path, roi: Roi) -> torch.Tensor:
+    """Logits of one forward pass over ``roi`` grown by the context, zeros outside raw."""
+    raw = open_ds(str(raw_path))
+    grown = roi.grow((CONTEXT,) * 3, (CONTEXT,) * 3)
+    data = np.zeros(grown.shape / raw.voxel_size, dtype=np.float32)
+    inside = grown.intersect(raw.roi)
+    begin = (inside.begin - grown.begin) / raw.voxel_size
+    end = begin + inside.shape / raw.voxel_size
+    data[tuple(slice(b, e) for b, e in zip(begin, end, strict=True))] = raw[inside] / 255.0
+    with torch.no_grad():
+        return model.eval()(torch.from_numpy(data)[None, None])[0].double()
+
+
+def test_blockwise_validation_scores_at_the_labels_voxel_size(coarse_volume, tmp_path):
+    config = _config(coarse_volume, validation_interval=1, validation={"mode": "blockwise"})
+    config["task"] = {"type": "binary", "balance_weights": False}
+    config["data"]["validate"] = [dict(config["data"]["train"][0], name="validate")]
+    run = TrainingRun(parse_config(config), tmp_path / "run", "cpu")
+    run.prepare(resume=False)
+    scores = run.trainer.validator.evaluate(run.model)
+    gt = open_ds(str(coarse_volume / "labels"))
+    logits = _whole_pass(run.model, coarse_volume / "raw", gt.roi)
+    assert logits.shape == (1, *gt.shape)
+    target = torch.from_numpy((gt[gt.roi] > 0).astype(np.float64))[None]
+    weight = torch.from_numpy(open_ds(str(coarse_volume / "mask"))[gt.roi].astype(np.float64))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    expected = float((weight[None] * bce).sum() / weight.sum())
+    assert scores["validation_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_predict_writes_the_output_at_the_labels_voxel_size(coarse_volume, tmp_path):
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(_config(coarse_volume)))
+    config = load_config(config_path)
+    torch.manual_seed(0)
+    model = build_model(config.model, 1, 3)
+    checkpoint = save_checkpoint(tmp_path, 1, {"model": model.state_dict(), "iteration": 1})
+    output = tmp_path / "out.zarr" / "pred"
+    predict(config_path, checkpoint, str(coarse_volume / "raw"), str(output), progress=False)
+    prediction = open_ds(str(output))
+    raw = open_ds(str(coarse_volume / "raw"))
+    assert prediction.voxel_size == Coordinate(8, 8, 8)
+    assert prediction.roi == raw.roi and prediction.shape == (3, 32, 32, 32)
+    expected = torch.sigmoid(_whole_pass(model, coarse_volume / "raw", raw.roi)).numpy()
+    assert expected.std() > 0.01
+    np.testing.assert_allclose(prediction[:], expected, rtol=0, atol=1e-5)

@@ -83,7 +83,9 @@ class BlockwiseValidator:
         intensity_maps: Sequence[tuple[float, float]],
         device: torch.device,
     ):
-        crop = Coordinate(input_shape) - Coordinate(output_shape)
+        # output voxels per input voxel; the volumes share it (open_training_volumes)
+        factor = volumes[0].voxel_size / volumes[0].raw_voxel_size
+        crop = Coordinate(input_shape) - Coordinate(output_shape) * factor
         if any(c % 2 for c in crop):
             raise ConfigError(
                 f"trainer.validation.mode blockwise: input_shape {list(input_shape)} -> output "
@@ -112,12 +114,21 @@ class BlockwiseValidator:
 
     def _graph(self, volume: TrainingVolume, model: torch.nn.Module) -> gp.Pipeline:
         voxel_size = volume.voxel_size
-        context = (self.input_shape - self.output_shape) / 2 * voxel_size
+        raw_size = self.input_shape * volume.raw_voxel_size
+        context = (raw_size - self.output_shape * voxel_size) / 2
         raw = ZarrSource(RAW, volume.raw, interpolatable=True)
         raw += gp.Normalize(RAW, factor=self.normalize_factor)
         for scale, shift in self.intensity_maps:
             raw += IntensityScaleShift(RAW, scale=scale, shift=shift)
-        raw += Predict(model, RAW, LOGITS, context, activation=lambda x: x, device=self.device)
+        raw += Predict(
+            model,
+            RAW,
+            LOGITS,
+            context,
+            activation=lambda x: x,
+            device=self.device,
+            output_voxel_size=voxel_size,
+        )
         if volume.mask is not None:
             mask_roi = volume.mask.roi.intersect(volume.gt.roi)
             mask = ZarrSource(MASK, volume.mask, mask_roi, interpolatable=False)
