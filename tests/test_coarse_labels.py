@@ -213,3 +213,79 @@ def test_predict_writes_the_output_at_the_labels_voxel_size(coarse_volume, tmp_p
     expected = torch.sigmoid(_whole_pass(model, coarse_volume / "raw", raw.roi)).numpy()
     assert expected.std() > 0.01
     np.testing.assert_allclose(prediction[:], expected, rtol=0, atol=1e-5)
+
+
+def _intensity(ids: np.ndarray) -> np.ndarray:
+    """A distinct raw intensity per label id; 0 (outside the volume) stays 0."""
+    return np.where(ids > 0, (ids * 23) % 240 + 10, 0).astype(np.uint8)
+
+
+@pytest.fixture(scope="module", params=[(2, 2, 2), (1, 2, 2)], ids=["isotropic", "in-plane"])
+def painted_volume(request, tmp_path_factory) -> tuple[Path, tuple[int, int, int]]:
+    """Labels 32^3 at 8 nm and raw painted from them at 8/factor nm: every raw voxel holds
+    the intensity of the label it lies in, so raw shows where gt must be."""
+    factor = request.param
+    root = tmp_path_factory.mktemp("painted")
+    make_synthetic_volume(
+        root / "labels.zarr",
+        shape=(32, 32, 32),
+        voxel_size=(8, 8, 8),
+        offset=(16, 32, 48),
+        num_cells=10,
+        chunk_shape=(32, 32, 32),
+        seed=4,
+    )
+    labels = open_ds(str(root / "labels.zarr" / "labels"))
+    ids = labels[labels.roi]
+    raw = _intensity(ids)
+    for axis, f in enumerate(factor):
+        raw = np.repeat(raw, f, axis=axis)
+    container = root / "painted.zarr"
+    for name, data, voxel_size in (
+        ("raw", raw, Coordinate(8, 8, 8) / Coordinate(factor)),
+        ("labels", ids, Coordinate(8, 8, 8)),
+    ):
+        array = prepare_ds(
+            str(container / name),
+            data.shape,
+            offset=labels.roi.offset,
+            voxel_size=voxel_size,
+            dtype=data.dtype,
+            mode="w",
+        )
+        array[array.roi] = data
+    return container, factor
+
+
+@pytest.mark.parametrize("rotate", [False, True], ids=["mirror-transpose", "elastic-rotation"])
+def test_augmented_gt_stays_registered_with_raw(painted_volume, rotate):
+    container, factor = painted_volume
+    augments = [{"type": "simple", "transpose_axes": [1, 2]}]
+    if rotate:  # fused: one map for raw (linear, fine grid) and gt (nearest, coarse grid)
+        elastic = dict(ELASTIC, jitter_sigma=[0, 0, 0], rotation_axes=[1, 2])
+        augments.insert(0, elastic)
+    config = _config(container, factor, augments=augments, min_masked=0.0)
+    config["data"]["train"][0]["mask"] = None
+    model_config = parse_config(config)
+    trainer = model_config.trainer.build()
+    model = build_model(model_config.model, 1, 3)
+    trainer.build_batch_provider(model_config.data.train, model, model_config.task)
+    output = Coordinate(20, 20, 20) / Coordinate(factor)
+    context = (Coordinate(36, 36, 36) - output * Coordinate(factor)) / 2
+    for seed in range(4):
+        sample = trainer.pipeline.request_sample(seed)
+        gt = sample["gt"]
+        assert gt.shape == tuple(output)
+        # raw voxels inside each output voxel: (z, fz, y, fy, x, fx)
+        inner = sample["raw"][0][
+            tuple(slice(c, c + o * f) for c, o, f in zip(context, output, factor, strict=True))
+        ]
+        blocks = inner.reshape(output[0], factor[0], output[1], factor[1], output[2], factor[2])
+        expected = _intensity(gt) / 255.0
+        uniform = np.ptp(blocks, axis=(1, 3, 5)) < 1e-6
+        # away from label boundaries (where raw is interpolated), raw shows gt's label
+        assert uniform.mean() > 0.3
+        value = blocks[:, 0, :, 0, :, 0]
+        np.testing.assert_allclose(value[uniform], expected[uniform], atol=1e-6)
+        if not rotate:  # mirroring and transposing move whole voxels: exact everywhere
+            assert uniform.all()
