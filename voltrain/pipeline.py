@@ -109,8 +109,9 @@ class TrainingPipeline:
         datasets: the training datasets (absolute paths).
         augments: augment configs, applied in order.
         task: the task config (builds targets and weights).
-        input_shape: network input, voxels.
-        output_shape: network output, voxels.
+        input_shape: network input, in raw's voxels.
+        output_shape: network output, in gt's voxels (coarser than raw's with the U-Net's
+            ``output_downsample``); each sample's output region starts on gt's grid.
         min_masked: the minimum masked fraction of each sample's output region.
         clip_raw: read raw only within the gt ROI plus the network context.
         sampling_maps: one per dataset, from ``compute_sampling_maps``.
