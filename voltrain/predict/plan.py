@@ -44,13 +44,7 @@ def plan_prediction(
     config = load_config(config_path)
     task = config.task.build()
     input_shape = Coordinate(config.trainer.input_shape)
-    out_shape = output_shape(config.model, input_shape)
-    factor = config.model.output_factor
-    if any((i - o * f) % 2 for i, o, f in zip(input_shape, out_shape, factor, strict=True)):
-        raise ConfigError(
-            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
-            "number of voxels on some axis; blocks could not be centred"
-        )
+    out_shape = _centred_output_shape(config, input_shape)
     checkpoint = str(Path(checkpoint).resolve())
     state = load_checkpoint(Path(checkpoint))
     raw = open_array(str(Path(input_path).resolve()), "--input", channels=True)
@@ -92,6 +86,18 @@ def plan_prediction(
         worker_command=worker_command,
         checkpoint_sha256=_file_sha256(Path(checkpoint)),
     )
+
+
+def _centred_output_shape(config: ExperimentConfig, input_shape: Coordinate) -> Coordinate:
+    """The network's output shape, which must leave the same context on both sides."""
+    out_shape = output_shape(config.model, input_shape)
+    factor = config.model.output_factor
+    if any((i - o * f) % 2 for i, o, f in zip(input_shape, out_shape, factor, strict=True)):
+        raise ConfigError(
+            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
+            "number of voxels on some axis; blocks could not be centred"
+        )
+    return out_shape
 
 
 def checkpoint_input_channels(state: dict) -> int | None:
