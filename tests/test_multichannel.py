@@ -142,3 +142,17 @@ def test_checkpoint_of_another_channel_count_is_one_line_exit_2(
     assert str(checkpoint) in lines[0] and str(two_channel_raw) in lines[0]
     assert "1 input channel" in lines[0] and "has 2" in lines[0]
     assert not output.exists()
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_noise_is_drawn_independently_per_channel(volume, twin_raw, tmp_path, fuse):
+    # identical channels, augmented alike, differ only by their own noise fields
+    noise = {"type": "noise", "mode": "gaussian", "var": 0.01, "clip": False}
+    config = _config(volume, twin_raw, augments=[*AUGMENTS[:3], noise], fuse_augments=fuse)
+    run = TrainingRun(parse_config(config), tmp_path / "run", "cpu")
+    run.prepare(resume=False)
+    raw = run.trainer.pipeline.request_sample(5)["raw"]
+    difference = raw[0] - raw[1]
+    # the difference of two independent N(0, 0.01) fields: std sqrt(0.02)
+    assert difference.std() == pytest.approx(np.sqrt(0.02), rel=0.05)
+    assert abs(np.corrcoef(difference[:-1].ravel(), difference[1:].ravel())[0, 1]) < 0.05
