@@ -24,9 +24,9 @@ def _bare_labels(tmp_path: Path) -> str:
     return str(tmp_path / "bare.zarr" / "labels")
 
 
-def _coarse_labels(tmp_path: Path) -> str:
+def _coarse_labels(tmp_path: Path, voxel: int = 16) -> str:
     zarr.open_group(str(tmp_path / "coarse.zarr"), mode="w")
-    prepare_ds(str(tmp_path / "coarse.zarr/labels"), (40,) * 3, voxel_size=(16,) * 3, dtype="u8")
+    prepare_ds(str(tmp_path / "coarse.zarr/labels"), (40,) * 3, voxel_size=(voxel,) * 3, dtype="u8")
     return str(tmp_path / "coarse.zarr" / "labels")
 
 
@@ -46,8 +46,14 @@ BAD_INPUTS = {
         r"data.train\[0\].gt: .*voxel_size",
     ),
     "voxel sizes": (
+        lambda c, t: c["data"]["train"][0].update(gt=_coarse_labels(t, 12), mask=None),
+        r"gt voxel_size \(12, 12, 12\) .*coarse.zarr/labels.* not an integer multiple of raw "
+        r"voxel_size \(8, 8, 8\) .*cells.zarr/raw",
+    ),
+    "output voxel size": (
         lambda c, t: c["data"]["train"][0].update(gt=_coarse_labels(t), mask=None),
-        r"raw voxel_size \(8, 8, 8\).*does not fit gt voxel_size \(16, 16, 16\)",
+        r"model.output_downsample: .*\(8, 8, 8\).*gt voxel_size \(16, 16, 16\).*"
+        r"set model.output_downsample: \[2, 2, 2\]",
     ),
     "too small": (
         lambda c, t: c["data"]["train"][0].update(gt=_tiny_labels(t), mask=None),

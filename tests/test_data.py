@@ -52,17 +52,36 @@ def test_array_without_voxel_size_is_rejected(volume, tmp_path):
         )
 
 
-def test_raw_and_gt_voxel_sizes_must_fit(volume, tmp_path):
+@pytest.mark.parametrize("gt_voxel_size", [(12, 12, 12), (4, 4, 4), (8, 12, 16)])
+def test_gt_voxel_size_must_be_an_integer_multiple_of_raws(volume, tmp_path, gt_voxel_size):
     path = tmp_path / "coarse.zarr"
     zarr.open_group(str(path), mode="w")
-    gt = prepare_ds(str(path / "labels"), (16, 16, 16), voxel_size=(16, 16, 16), dtype=np.uint64)
+    gt = prepare_ds(str(path / "labels"), (16, 16, 16), voxel_size=gt_voxel_size, dtype=np.uint64)
     gt[gt.roi] = np.ones((16, 16, 16), np.uint64)
-    with pytest.raises(DataError, match=r"raw voxel_size \(8, 8, 8\).*gt voxel_size \(16"):
+    match = rf"gt voxel_size \({gt_voxel_size[0]}, .*coarse.zarr/labels.*raw voxel_size \(8, 8, 8\)"
+    with pytest.raises(DataError, match=match):
         open_volume(
             _config(volume, gt=str(path / "labels"), mask=None),
             "data.train[0]",
-            Coordinate(8, 8, 8),
+            Coordinate(4, 4, 4),
         )
+
+
+def test_gt_at_twice_raws_voxel_size_is_accepted(volume, tmp_path):
+    path = tmp_path / "coarse.zarr"
+    gt = prepare_ds(
+        str(path / "labels"),
+        (32, 32, 32),
+        offset=(16, 32, 48),
+        voxel_size=(16, 16, 16),
+        dtype=np.uint64,
+    )
+    gt[gt.roi] = np.ones((32, 32, 32), np.uint64)
+    opened = open_volume(
+        _config(volume, gt=str(path / "labels"), mask=None), "data.train[0]", Coordinate(8, 8, 8)
+    )
+    assert opened.voxel_size == Coordinate(16, 16, 16)
+    assert opened.raw_voxel_size == Coordinate(8, 8, 8)
 
 
 def test_volume_smaller_than_one_sample(volume):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
@@ -17,7 +18,7 @@ from funlib.persistence import Array
 from pydantic import Field, field_validator
 
 from voltrain.config import StrictModel
-from voltrain.errors import DataError
+from voltrain.errors import ConfigError, DataError
 from voltrain.io.read import (
     ArraySource,
     as_labels,
@@ -26,6 +27,9 @@ from voltrain.io.read import (
     resolve_source,
     source_path,
 )
+
+if TYPE_CHECKING:
+    from voltrain.models.unet import UNetConfig
 
 
 class DatasetConfig(StrictModel):
@@ -91,18 +95,32 @@ class TrainingVolume:
 
     @property
     def voxel_size(self) -> Coordinate:
+        """The voxel size of gt and mask, and of the network's output and targets."""
         return self.gt.voxel_size
 
+    @property
+    def raw_voxel_size(self) -> Coordinate:
+        """The voxel size of raw, the network's input (gt's or an integer fraction of it)."""
+        return self.raw.voxel_size
 
-def open_array(path: str | ArraySource, where: str) -> Array:
-    """Open a 3D volume with its voxel size and offset, or raise a ``DataError``.
+    @property
+    def raw_channels(self) -> int:
+        """Channels of raw: 1 for a (z, y, x) array, c for (c, z, y, x)."""
+        return raw_channels(self.raw)
 
-    ``where`` is the config key the path came from (e.g. ``data.train[0].raw``).
+
+def open_array(path: str | ArraySource, where: str, channels: bool = False) -> Array:
+    """Open a volume with its voxel size and offset, or raise a ``DataError``.
+
+    ``where`` is the config key the path came from (e.g. ``data.train[0].raw``). With
+    ``channels``, a leading channel axis is allowed: (c, z, y, x) with a 3D voxel size.
     """
     array = open_source(path, where)
-    if array.voxel_size.dims != 3 or len(array.shape) != 3:
+    allowed_ndims = (3, 4) if channels else (3,)
+    if array.voxel_size.dims != 3 or len(array.shape) not in allowed_ndims:
+        kind = "3D array (or (c, z, y, x) with channels)" if channels else "3D array"
         raise DataError(
-            f"{where}: '{source_path(path)}' must be a 3D array with a 3D voxel_size, "
+            f"{where}: '{source_path(path)}' must be a {kind} with a 3D voxel_size, "
             f"got shape {array.shape} and voxel_size {tuple(array.voxel_size)}"
         )
     return array
@@ -116,15 +134,15 @@ def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> 
         where: its config key, e.g. ``data.train[1]``, used in error messages.
         output_shape: the network's output shape in voxels; gt must hold at least one.
     """
-    raw = open_array(config.raw, f"{where}.raw")
+    raw = open_array(config.raw, f"{where}.raw", channels=True)
     gt = open_array(config.gt, f"{where}.gt")
     mask = as_mask(open_array(config.mask, f"{where}.mask")) if config.mask else None
     name = config.name or Path(source_path(config.gt)).parent.name or where
 
-    if raw.voxel_size != gt.voxel_size:
+    if any(g % r for g, r in zip(gt.voxel_size, raw.voxel_size, strict=True)):
         raise DataError(
-            f"{where}: raw voxel_size {tuple(raw.voxel_size)} ('{config.raw}') does not fit "
-            f"gt voxel_size {tuple(gt.voxel_size)} ('{config.gt}'); they must be equal"
+            f"{where}: gt voxel_size {tuple(gt.voxel_size)} ('{config.gt}') is not an integer "
+            f"multiple of raw voxel_size {tuple(raw.voxel_size)} ('{config.raw}') on every axis"
         )
     if mask is not None and mask.voxel_size != gt.voxel_size:
         raise DataError(
@@ -145,6 +163,31 @@ def open_volume(config: DatasetConfig, where: str, output_shape: Coordinate) -> 
     return TrainingVolume(name=name, raw=raw, gt=gt, mask=mask, weight=config.weight)
 
 
+def raw_channels(raw: Array) -> int:
+    """Channels of a raw array: 1 for (z, y, x), c for (c, z, y, x)."""
+    return int(np.prod(raw.shape[: raw.channel_dims], dtype=np.int64))
+
+
+def check_output_voxel_size(
+    volume: TrainingVolume, config: DatasetConfig, where: str, model: UNetConfig
+) -> None:
+    """Raise ``ConfigError`` unless the network's output voxel size is gt's.
+
+    ``model`` is the ``UNetConfig``: raw's voxel size times ``model.output_downsample``
+    must be gt's, so that targets built from gt line up with the network's output voxels.
+    """
+    output_voxel_size = model.output_voxel_size(volume.raw_voxel_size)
+    if output_voxel_size != volume.voxel_size:
+        factor = volume.voxel_size / volume.raw_voxel_size
+        raise ConfigError(
+            f"model.output_downsample: the network's output voxel size "
+            f"{tuple(output_voxel_size)} (raw {tuple(volume.raw_voxel_size)} x "
+            f"{list(model.output_downsample)}) does not match gt voxel_size "
+            f"{tuple(volume.voxel_size)} of {where}.gt '{config.gt}'; set "
+            f"model.output_downsample: {list(factor)}"
+        )
+
+
 def raw_roi_for_training(volume: TrainingVolume, context: Coordinate, clip_raw: bool) -> Roi:
     """The ROI of raw that training may read; outside it, raw is padded with zeros.
 
@@ -154,4 +197,4 @@ def raw_roi_for_training(volume: TrainingVolume, context: Coordinate, clip_raw: 
     if not clip_raw:
         return volume.raw.roi
     wanted = volume.gt.roi.grow(context, context)
-    return volume.raw.roi.intersect(wanted).snap_to_grid(volume.raw.voxel_size, mode="shrink")
+    return volume.raw.roi.intersect(wanted).snap_to_grid(volume.raw_voxel_size, mode="shrink")

@@ -74,17 +74,27 @@ def inference_graph(
     context: Coordinate,
     activation: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
+    output_voxel_size: Coordinate | None = None,
 ) -> gp.Pipeline:
     """raw (zeros outside the array) -> normalise -> fixed maps -> network -> ``output_key``.
 
     A request for ``output_key`` over an output ROI reads raw over that ROI grown by
-    ``context`` (world units) on each side.
+    ``context`` (world units) on each side. ``output_voxel_size``: the network's output
+    voxel size when it is coarser than raw's (``model.output_downsample``).
     """
     graph = ZarrSource(raw_key, raw, interpolatable=True)
     graph += gp.Normalize(raw_key, factor=input_config.normalize_factor)
     for node in intensity_map_nodes(raw_key, input_config.intensity_maps):
         graph += node
-    graph += Predict(model, raw_key, output_key, context, activation=activation, device=device)
+    graph += Predict(
+        model,
+        raw_key,
+        output_key,
+        context,
+        activation=activation,
+        device=device,
+        output_voxel_size=output_voxel_size,
+    )
     return graph
 
 

@@ -27,10 +27,17 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.augments.base import AugmentConfig
-from voltrain.data import DatasetConfig, TrainingVolume, open_volume, raw_roi_for_training
+from voltrain.data import (
+    DatasetConfig,
+    TrainingVolume,
+    check_output_voxel_size,
+    open_volume,
+    raw_roi_for_training,
+)
 from voltrain.errors import ConfigError, DataError, unwrap_voltrain_errors
 from voltrain.inference import IntensityMap, intensity_map_nodes
 from voltrain.kernels.chunk_cache import ChunkCache
+from voltrain.models.unet import UNetConfig
 from voltrain.nodes.elastic_augment import ElasticAugment
 from voltrain.nodes.fused_augment import FusedAugment
 from voltrain.nodes.intensity_augment import IntensityAugment
@@ -66,18 +73,32 @@ class PipelineKeys:
 
 
 def open_training_volumes(
-    datasets: Sequence[DatasetConfig], output_shape: Coordinate, key: str = "data.train"
+    datasets: Sequence[DatasetConfig],
+    output_shape: Coordinate,
+    key: str = "data.train",
+    model: UNetConfig | None = None,
 ) -> list[TrainingVolume]:
-    """Open and check every dataset; they must share one voxel size."""
+    """Open and check every dataset; they must share voxel sizes and raw's channel count.
+
+    With ``model``, the network's output voxel size must also be each gt's.
+    """
     volumes = []
     for i, config in enumerate(datasets):
-        volumes.append(open_volume(config, f"{key}[{i}]", output_shape))
+        volume = open_volume(config, f"{key}[{i}]", output_shape)
+        if model is not None:
+            check_output_voxel_size(volume, config, f"{key}[{i}]", model)
+        volumes.append(volume)
     first = volumes[0]
     for i, volume in enumerate(volumes[1:], start=1):
         if volume.voxel_size != first.voxel_size:
             raise DataError(
                 f"{key}[{i}]: voxel_size {tuple(volume.voxel_size)} differs from "
                 f"{key}[0]'s {tuple(first.voxel_size)}; all datasets must share one"
+            )
+        if volume.raw_channels != first.raw_channels:
+            raise DataError(
+                f"{key}[{i}].raw: '{datasets[i].raw}' has {volume.raw_channels} channels, "
+                f"{key}[0].raw has {first.raw_channels}; all datasets must have as many"
             )
     return volumes
 
@@ -90,8 +111,9 @@ class TrainingPipeline:
         datasets: the training datasets (absolute paths).
         augments: augment configs, applied in order.
         task: the task config (builds targets and weights).
-        input_shape: network input, voxels.
-        output_shape: network output, voxels.
+        input_shape: network input, in raw's voxels.
+        output_shape: network output, in gt's voxels (coarser than raw's with the U-Net's
+            ``output_downsample``); each sample's output region starts on gt's grid.
         min_masked: the minimum masked fraction of each sample's output region.
         clip_raw: read raw only within the gt ROI plus the network context.
         sampling_maps: one per dataset, from ``compute_sampling_maps``.
@@ -127,6 +149,7 @@ class TrainingPipeline:
     def __post_init__(self):
         self._pipeline: gp.Pipeline | None = None
         self._voxel_size: Coordinate | None = None
+        self._raw_voxel_size: Coordinate | None = None
         self._chunk_cache: ChunkCache | None = None
 
     def __getstate__(self):
@@ -141,6 +164,13 @@ class TrainingPipeline:
             return
         volumes = open_training_volumes(self.datasets, self.output_shape)
         self._voxel_size = volumes[0].voxel_size
+        self._raw_voxel_size = volumes[0].raw_voxel_size
+        if self.deform_on_device and volumes[0].raw_channels > 1:
+            raise ConfigError(
+                "trainer.deform_on_device: resamples single-channel raw only; "
+                f"data.train[0].raw '{self.datasets[0].raw}' has "
+                f"{volumes[0].raw_channels} channels"
+            )
         if self.chunk_cache_mb > 0:
             self._chunk_cache = ChunkCache(int(self.chunk_cache_mb * MIB))
         branches = tuple(self._dataset_branch(i, v) for i, v in enumerate(volumes))
@@ -162,7 +192,7 @@ class TrainingPipeline:
     def _dataset_branch(self, index: int, volume: TrainingVolume) -> gp.Pipeline:
         keys = self.keys
         voxel_size = volume.voxel_size
-        context = (self.input_shape - self.output_shape) * voxel_size / 2
+        context = self._context(volume.raw_voxel_size, voxel_size)
         raw_roi = raw_roi_for_training(volume, context, self.clip_raw)
         cache = self._chunk_cache
         sources = [
@@ -190,14 +220,24 @@ class TrainingPipeline:
             branch += node
         return branch
 
+    def _context(self, raw_voxel_size: Coordinate, voxel_size: Coordinate) -> Coordinate:
+        """World units raw reaches beyond the output region on each side."""
+        raw_size = self.input_shape * raw_voxel_size
+        return (raw_size - self.output_shape * voxel_size) / 2
+
     def sample_request(self, seed: int) -> gp.BatchRequest:
-        """A request for one sample centred near the origin; the location node moves it."""
+        """A request for one sample centred near the origin; the location node moves it.
+
+        The output region starts on gt's grid (``voxel_size``), raw's on raw's grid.
+        """
         voxel_size = self._voxel_size
-        raw_offset = -(self.input_shape // 2) * voxel_size
-        out_offset = raw_offset + (self.input_shape - self.output_shape) / 2 * voxel_size
+        raw_voxel_size = self._raw_voxel_size
+        out_offset = -(self.output_shape // 2) * voxel_size
+        raw_offset = out_offset - self._context(raw_voxel_size, voxel_size)
         output_roi = Roi(out_offset, self.output_shape * voxel_size)
         request = gp.BatchRequest(random_seed=seed)
-        request[self.keys.raw] = gp.ArraySpec(roi=Roi(raw_offset, self.input_shape * voxel_size))
+        raw_roi = Roi(raw_offset, self.input_shape * raw_voxel_size)
+        request[self.keys.raw] = gp.ArraySpec(roi=raw_roi)
         for key in (self.keys.gt, self.keys.mask, self.keys.target, self.keys.weight):
             request[key] = gp.ArraySpec(roi=output_roi)
         request[self.keys.location] = gp.ArraySpec(nonspatial=True)
@@ -207,7 +247,10 @@ class TrainingPipeline:
         return request
 
     def request_sample(self, seed: int) -> dict[str, np.ndarray]:
-        """Draw one sample: raw (1, z, y, x), gt, mask, target, weight, location, timings."""
+        """Draw one sample: raw (c, z, y, x), gt, mask, target, weight, location, timings.
+
+        ``voxel_size`` is gt's (the output's), ``raw_voxel_size`` raw's.
+        """
         self.build()
         start = time.perf_counter()
         with unwrap_voltrain_errors():
@@ -219,8 +262,9 @@ class TrainingPipeline:
         raw_roi = batch[keys.raw].spec.roi
         # World offsets of the arrays in the source volume (exact for unaugmented samples).
         shift = Coordinate(location[1:])
+        raw = batch[keys.raw].data
         sample = {
-            "raw": batch[keys.raw].data[np.newaxis].astype(np.float32, copy=False),
+            "raw": (raw[np.newaxis] if raw.ndim == 3 else raw).astype(np.float32, copy=False),
             "gt": batch[keys.gt].data.astype(np.int64, copy=False),
             "mask": batch[keys.mask].data.astype(np.float32, copy=False),
             "target": batch[keys.target].data.astype(np.float32, copy=False),
@@ -229,6 +273,7 @@ class TrainingPipeline:
             "raw_offset": np.asarray(raw_roi.offset + shift, dtype=np.int64),
             "output_offset": np.asarray(output_roi.offset + shift, dtype=np.int64),
             "voxel_size": np.asarray(self._voxel_size, dtype=np.int64),
+            "raw_voxel_size": np.asarray(self._raw_voxel_size, dtype=np.int64),
             "sample_seconds": np.float64(seconds),
         }
         if self.deform_on_device:

@@ -23,6 +23,8 @@ CONFIGS = [
     UNetConfig(**TINY, downsample_factors=[[1, 3, 3]], kernel_size=[1, 3, 3]),
     UNetConfig(**TINY, downsample_factors=[[2, 2, 2]], num_convs_per_level=1, upsample="nearest"),
     UNetConfig(**TINY, downsample_factors=[[3, 3, 3]], batch_norm=True),
+    UNetConfig(**TINY, downsample_factors=[[2, 2, 2]], output_downsample=[2, 2, 2]),
+    UNetConfig(**TINY, downsample_factors=[[1, 2, 2]], output_downsample=[1, 2, 2]),
 ]
 
 
@@ -118,3 +120,37 @@ def test_tiny_unet_overfits_one_sample(one_thread):
 def test_bad_config_values_are_rejected(field):
     with pytest.raises(ValidationError):
         UNetConfig(**field)
+
+
+@pytest.mark.parametrize("config", [CONFIGS[5], CONFIGS[6]])
+def test_output_downsample_gives_coarser_output_that_tiles_like_one_pass(config, one_thread):
+    """Output voxels are ``output_downsample`` input voxels; blocks still tile seamlessly."""
+    factor = config.output_downsample
+    small = valid_input_shape(config, (1, 1, 1))
+    block = output_shape(config, small)
+    plain = UNetConfig(**config.model_dump(exclude={"output_downsample"}))
+    assert tuple(block) == tuple(
+        o // f for o, f in zip(output_shape(plain, small), factor, strict=True)
+    )
+    model = build_model(config, 1, 1).eval()
+    step = block[2] * factor[2]
+    large = (small[0], small[1], small[2] + step)
+    raw = torch.rand(1, 1, *large)
+    with torch.no_grad():
+        whole = model(raw)
+        left = model(raw[..., : small[2]])
+        right = model(raw[..., step:])
+    assert whole.shape[-1] == 2 * block[2]
+    torch.testing.assert_close(torch.cat([left, right], dim=-1), whole)
+
+
+def test_output_not_divisible_by_output_downsample_suggests_valid_shapes():
+    config = UNetConfig(**TINY, downsample_factors=[[2, 2, 2]], output_downsample=[1, 1, 3])
+    with pytest.raises(ConfigError, match=r"x = 36.*output_downsample 3") as error:
+        output_shape(config, (36, 36, 36))
+    suggested = valid_input_shape(config, (36, 36, 36))
+    assert str(list(suggested)) in str(error.value)
+    assert (
+        output_shape(config, suggested)[2] * 3
+        == output_shape(UNetConfig(**TINY, downsample_factors=[[2, 2, 2]]), suggested)[2]
+    )

@@ -212,7 +212,7 @@ BAD_INPUTS = {
     ),
     "roi off the voxel grid": (
         lambda args, v, t: args.extend(["--roi", "20,32,48:160,160,160"]),
-        r"--roi .*multiples of the input voxel size \(8, 8, 8\)",
+        r"--roi .*multiples of the output voxel size \(8, 8, 8\)",
     ),
     "checkpoint of another model": (
         lambda args, v, t: args.__setitem__(

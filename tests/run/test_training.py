@@ -221,6 +221,6 @@ def test_predict_reads_the_training_voxel_size_from_the_checkpoint_once_the_data
     result = _train(volume, tmp_path / "run", max_steps=1)
     state = torch.load(result.checkpoint, weights_only=True)
     raw = _raw(volume)
-    raw["data"]["train"][0]["gt"] = str(tmp_path / "gone.zarr" / "labels")
+    raw["data"]["train"][0]["raw"] = str(tmp_path / "gone.zarr" / "raw")
     voxel_size, source = training_voxel_size(parse_config(raw), state, str(result.checkpoint))
     assert tuple(voxel_size) == (8, 8, 8) and source.startswith("checkpoint")

@@ -43,6 +43,11 @@ class UNetConfig(StrictModel):
     num_convs_per_level: int = Field(2, gt=0)
     upsample: Literal["transposed", "nearest"] = "transposed"
     batch_norm: bool = False
+    output_downsample: list[int] = Field(
+        default_factory=lambda: [1, 1, 1],
+        description="(z, y, x) factors of a strided convolution that ends the U-Net: the "
+        "output voxel size is the input's times these (for labels coarser than raw)",
+    )
 
     @field_validator("downsample_factors")
     @classmethod
@@ -52,6 +57,13 @@ class UNetConfig(StrictModel):
                 raise ValueError(
                     f"level {level}: expected {DIMS} factors >= 1 (z, y, x), got {factor}"
                 )
+        return factors
+
+    @field_validator("output_downsample")
+    @classmethod
+    def _check_output_downsample(cls, factors: list[int]) -> list[int]:
+        if len(factors) != DIMS or any(f < 1 for f in factors):
+            raise ValueError(f"expected {DIMS} factors >= 1 (z, y, x), got {factors}")
         return factors
 
     @field_validator("kernel_size")
@@ -76,6 +88,26 @@ class UNetConfig(StrictModel):
     def num_levels(self) -> int:
         """Number of resolution levels, the bottom one included."""
         return len(self.downsample_factors) + 1
+
+    @property
+    def output_factor(self) -> Coordinate:
+        """Output voxel size over input voxel size, per axis (``output_downsample``)."""
+        return Coordinate(self.output_downsample)
+
+    def output_voxel_size(self, input_voxel_size: Sequence[int]) -> Coordinate:
+        """The voxel size of the network's output for input of ``input_voxel_size``."""
+        return Coordinate(input_voxel_size) * self.output_factor
+
+    def context(
+        self,
+        input_shape: Sequence[int],
+        output_shape: Sequence[int],
+        input_voxel_size: Sequence[int],
+    ) -> Coordinate:
+        """World units the input reaches beyond the output on each side (centred blocks)."""
+        input_size = Coordinate(input_shape) * Coordinate(input_voxel_size)
+        output_size = Coordinate(output_shape) * self.output_voxel_size(input_voxel_size)
+        return (input_size - output_size) / 2
 
 
 class _InvalidSize(Exception):
@@ -105,7 +137,10 @@ def _axis_output_size(config: UNetConfig, axis: int, size: int) -> int:
         size = ((size - shrink) // crop_factor) * crop_factor
         if size <= 0:
             raise _InvalidSize(f"the level-{level} upsampling path shrinks it to {size}")
-    return size
+    factor = config.output_downsample[axis]
+    if size % factor:
+        raise _InvalidSize(f"the output of {size} is not divisible by output_downsample {factor}")
+    return size // factor
 
 
 def axis_output_size(config: UNetConfig, axis: int, size: int) -> int | None:
@@ -135,7 +170,7 @@ def _nearest_valid_sizes(config: UNetConfig, axis: int, size: int) -> tuple[int 
 
 
 def output_shape(config: UNetConfig, input_shape: Sequence[int]) -> Coordinate:
-    """The (z, y, x) output shape in voxels for an input shape in voxels.
+    """The (z, y, x) output shape in output voxels for an input shape in input voxels.
 
     Raises ``ConfigError`` naming ``trainer.input_shape`` with the nearest valid shapes if the
     network cannot take this input.
@@ -212,6 +247,10 @@ def _center_crop(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 class UNet(torch.nn.Module):
     """A 3D U-Net: (B, in_channels, z, y, x) -> logits (B, out_channels, z', y', x').
 
+    With ``output_downsample``, a strided convolution (kernel = stride = factor) ends the
+    up path, so the output's voxels are that many times the input's (z', y', x' count
+    output voxels).
+
     Args:
         config: the architecture.
         in_channels: channels of the input (1 for a single raw volume).
@@ -242,6 +281,14 @@ class UNet(torch.nn.Module):
         self.up_blocks = torch.nn.ModuleList(
             _ConvBlock(config, fmaps[lv] + fmaps[lv + 1], fmaps[lv]) for lv in range(len(factors))
         )
+        self.output_downsample = None
+        factor = tuple(config.output_downsample)
+        if factor != (1,) * DIMS:
+            # learned, so the network chooses how fine structure shows at the coarse grid
+            self.output_downsample = torch.nn.Sequential(
+                torch.nn.Conv3d(fmaps[0], fmaps[0], factor, stride=factor),
+                torch.nn.ReLU(inplace=True),
+            )
         self.head = torch.nn.Conv3d(fmaps[0], out_channels, 1)
 
     def output_shape(self, input_shape: Sequence[int]) -> Coordinate:
@@ -279,6 +326,8 @@ class UNet(torch.nn.Module):
             )
             x = torch.cat([_center_crop(skips[level], x.shape[-DIMS:]), x], dim=1)
             x = self.up_blocks[level](x)
+        if self.output_downsample is not None:
+            x = self.output_downsample(x)
         return self.head(x)
 
 

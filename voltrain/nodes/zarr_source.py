@@ -23,7 +23,8 @@ class ZarrSource(gp.BatchProvider):
 
     Args:
         key: the ArrayKey to provide.
-        array: the opened array (voxel size and offset from its metadata).
+        array: the opened array (voxel size and offset from its metadata); leading channel
+            axes, as in (c, z, y, x), are provided whole.
         valid_roi: the world ROI that holds data; defaults to the array's ROI. Must lie in it.
         pad_value: value for voxels outside ``valid_roi``.
         interpolatable: whether the array may be interpolated (raw) or not (labels, masks).
@@ -69,15 +70,18 @@ class ZarrSource(gp.BatchProvider):
         if not roi.snap_to_grid(voxel_size) == roi:
             raise ValueError(f"{self.key}: requested ROI {roi} is not aligned to {voxel_size}")
         inside = roi.intersect(self.valid_roi)
-        shape = roi.shape / voxel_size
+        # leading channel axes, e.g. (c, z, y, x) raw, are read whole
+        channels = tuple(self.array.shape[: self.array.channel_dims])
+        shape = channels + tuple(roi.shape / voxel_size)
         if inside == roi:
             data = np.empty(shape, dtype=self.array.dtype)
         else:
             data = np.full(shape, self.pad_value, dtype=self.array.dtype)
         if not inside.empty:
+            whole = tuple(slice(0, c) for c in channels)
             self._read(
-                _voxel_slices(inside, self.array.roi.offset, voxel_size),
-                data[_voxel_slices(inside, roi.offset, voxel_size)],
+                whole + _voxel_slices(inside, self.array.roi.offset, voxel_size),
+                data[whole + _voxel_slices(inside, roi.offset, voxel_size)],
             )
         spec = gp.ArraySpec(
             roi=roi,

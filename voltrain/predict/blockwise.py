@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from funlib.geometry import Coordinate, Roi
+from funlib.geometry import Roi
 
 from voltrain.blocks.run import BlockRunOptions, BlocksFailedError, run_stage
 from voltrain.predict.launch import PredictionWorker
@@ -88,7 +88,7 @@ def predict(
         store.create(spec)
     write_rois = block_write_rois(spec)
     todo = len(store.missing_blocks(write_rois))
-    voxels = int(np.prod(spec.roi.shape / Coordinate(spec.voxel_size)))
+    voxels = int(np.prod(spec.roi.shape / spec.output_voxel))
     result = PredictionResult(spec.output, len(write_rois), todo, 0.0, voxels)
     if store.is_complete():
         result.blocks_predicted = 0

@@ -146,7 +146,7 @@ class OutputStore:
         if self.exists():
             self._remove_output()
         self.blocks.reset()
-        voxel_size = Coordinate(spec.voxel_size)
+        voxel_size = spec.output_voxel
         spatial_shape = tuple(spec.roi.shape / voxel_size)
         block_shape = tuple(Coordinate(spec.output_shape))
         channels = () if labels else (spec.num_channels,)

@@ -16,10 +16,10 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 
-from voltrain.data import open_array
+from voltrain.data import open_array, raw_channels
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import ExperimentConfig, load_config
-from voltrain.inference import check_centred, resolve_device
+from voltrain.inference import resolve_device
 from voltrain.io.read import resolve_source
 from voltrain.io.write import source_units
 from voltrain.models.unet import build_model, output_shape, valid_input_shape
@@ -54,9 +54,11 @@ def plan_prediction(
     input_shape, out_shape = _block_shapes(config, block_shape)
     checkpoint = str(Path(checkpoint).resolve())
     state = load_checkpoint(Path(checkpoint))
-    load_model_state(build_model(config.model, 1, task.num_channels), state, checkpoint)
     input_path = resolve_source(input_path, Path.cwd())
-    raw = open_array(input_path, "--input")
+    raw = open_array(input_path, "--input", channels=True)
+    in_channels = _checked_channels(raw, state, checkpoint, input_path)
+    model = build_model(config.model, in_channels, task.num_channels)
+    load_model_state(model, state, checkpoint)
     _check_voxel_size(raw, config, state, checkpoint, input_path)
     raw_input = config.resolved_input()
     if raw_input.normalize_factor is None and raw.dtype not in AUTO_NORMALIZED_DTYPES:
@@ -64,7 +66,8 @@ def plan_prediction(
             f"--input '{input_path}': dtype {raw.dtype} has no automatic normalisation; set "
             "input.normalize_factor in the config"
         )
-    roi = _checked_roi(roi, raw, input_path)
+    out_voxel_size = config.model.output_voxel_size(raw.voxel_size)
+    roi = _checked_roi(roi, raw, input_path, out_voxel_size)
     output_path = str(Path(output_path).resolve())
     split_container(output_path)
     if Path(output_path) == Path(input_path):
@@ -78,6 +81,8 @@ def plan_prediction(
         output=output_path,
         voxel_size=list(raw.voxel_size),
         units=source_units(raw, "--input"),
+        output_voxel_size=list(out_voxel_size),
+        input_channels=in_channels,
         roi_offset=list(roi.offset),
         roi_shape=list(roi.shape),
         input_shape=list(input_shape),
@@ -96,15 +101,15 @@ def _block_shapes(config: ExperimentConfig, block_shape) -> tuple[Coordinate, Co
     """The (input, output) voxels of a block: the training shapes, or those of a block whose
     output is ``block_shape``."""
     input_shape = Coordinate(config.trainer.input_shape)
-    out_shape = output_shape(config.model, input_shape)
-    check_centred(input_shape, out_shape, "trainer.input_shape")
+    out_shape = _centred_output_shape(config, input_shape)
     if block_shape is None:
         return input_shape, out_shape
     block = Coordinate(int(size) for size in block_shape)
     text = f"--block-shape {' '.join(map(str, block))}"
     if len(block) != 3 or any(size <= 0 for size in block):
         raise ConfigError(f"{text}: expected 3 positive sizes (z, y, x voxels)")
-    block_input = block + (input_shape - out_shape)
+    factor = Coordinate(config.model.output_factor)
+    block_input = block * factor + (input_shape - out_shape * factor)
     try:
         fits = output_shape(config.model, block_input) == block
     except ConfigError:
@@ -119,6 +124,38 @@ def _block_shapes(config: ExperimentConfig, block_shape) -> tuple[Coordinate, Co
     return block_input, block
 
 
+def _centred_output_shape(config: ExperimentConfig, input_shape: Coordinate) -> Coordinate:
+    """The network's output shape, which must leave the same context on both sides."""
+    out_shape = output_shape(config.model, input_shape)
+    factor = config.model.output_factor
+    if any((i - o * f) % 2 for i, o, f in zip(input_shape, out_shape, factor, strict=True)):
+        raise ConfigError(
+            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
+            "number of voxels on some axis; blocks could not be centred"
+        )
+    return out_shape
+
+
+def checkpoint_input_channels(state: dict) -> int | None:
+    """The input channels a checkpoint's network takes (its first convolution's), if known."""
+    if state.get("input_channels") is not None:
+        return int(state["input_channels"])
+    weight = (state.get("model") or {}).get("down_blocks.0.0.weight")
+    return None if weight is None else int(weight.shape[1])
+
+
+def _checked_channels(raw: Array, state: dict, checkpoint: str, input_path: str) -> int:
+    """Raw's channel count, which must be the checkpoint's input channel count."""
+    channels = raw_channels(raw)
+    expected = checkpoint_input_channels(state)
+    if expected is not None and expected != channels:
+        raise DataError(
+            f"--checkpoint '{checkpoint}' takes {expected} input channel(s), but --input "
+            f"'{input_path}' has {channels} (shape {tuple(raw.shape)})"
+        )
+    return channels
+
+
 def _check_voxel_size(
     raw: Array, config: ExperimentConfig, state: dict, checkpoint: str, input_path: str
 ) -> None:
@@ -128,7 +165,7 @@ def _check_voxel_size(
         logger.warning(
             "cannot check the input's voxel size: the training data '%s' is gone and the "
             "checkpoint records no voxel_size",
-            config.data.train[0].gt,
+            config.data.train[0].raw,
         )
         return
     if raw.voxel_size != trained:
@@ -141,14 +178,15 @@ def _check_voxel_size(
 def training_voxel_size(
     config: ExperimentConfig, state: dict, checkpoint: str
 ) -> tuple[Coordinate | None, str]:
-    """The voxel size the network was trained at and where it was read, if known.
+    """The raw voxel size the network was trained at and where it was read, if known.
 
-    From ``data.train[0].gt`` when it still exists (only its metadata is read), else from
-    the checkpoint's ``voxel_size`` key.
+    From ``data.train[0].raw`` when it still exists (only its metadata is read), else from
+    the checkpoint's ``voxel_size`` key (raw's).
     """
-    gt = config.data.train[0].gt
+    raw = config.data.train[0].raw
     try:
-        return open_array(gt, "data.train[0].gt").voxel_size, f"data.train[0].gt '{gt}'"
+        where = "data.train[0].raw"
+        return open_array(raw, where, channels=True).voxel_size, f"{where} '{raw}'"
     except DataError:
         pass
     if state.get("voxel_size") is not None:
@@ -156,16 +194,22 @@ def training_voxel_size(
     return None, ""
 
 
-def _checked_roi(roi: str | Roi | None, raw: Array, input_path: str) -> Roi:
+def _checked_roi(roi: str | Roi | None, raw: Array, input_path: str, voxel_size: Coordinate) -> Roi:
+    """The ROI to predict, on the output's grid (``voxel_size``) and inside the input."""
     if roi is None:
-        return raw.roi
+        whole = raw.roi.snap_to_grid(voxel_size, mode="shrink")
+        if whole.empty:
+            raise ConfigError(
+                f"--input '{input_path}': ROI {raw.roi} holds no output voxel of "
+                f"{tuple(voxel_size)}"
+            )
+        return whole
     text = roi if isinstance(roi, str) else f"{roi.offset}:{roi.shape}"
     if isinstance(roi, str):
         roi = parse_roi(roi)
-    voxel_size = raw.voxel_size
     if roi.snap_to_grid(voxel_size, mode="grow") != roi:
         raise ConfigError(
-            f"--roi {text}: offset and shape must be multiples of the input voxel size "
+            f"--roi {text}: offset and shape must be multiples of the output voxel size "
             f"{tuple(voxel_size)}"
         )
     if not raw.roi.contains(roi):

@@ -32,8 +32,12 @@ class PredictionSpec(StrictModel):
     checkpoint: str
     input: str
     output: str
-    voxel_size: list[int] = Field(min_length=3, max_length=3)
+    voxel_size: list[int] = Field(min_length=3, max_length=3, description="the input's")
     units: list[str] | None = Field(None, description="the input's units (OME names)")
+    output_voxel_size: list[int] | None = Field(
+        None, min_length=3, max_length=3, description="None: the input's"
+    )
+    input_channels: int = Field(1, gt=0, description="raw's channels, the network's input")
     roi_offset: list[int] = Field(min_length=3, max_length=3)
     roi_shape: list[int] = Field(min_length=3, max_length=3)
     input_shape: list[int] = Field(min_length=3, max_length=3, description="voxels")
@@ -54,13 +58,14 @@ class PredictionSpec(StrictModel):
         return Roi(self.roi_offset, self.roi_shape)
 
     @property
+    def output_voxel(self) -> Coordinate:
+        """The voxel size of the output (the input's times ``model.output_downsample``)."""
+        return Coordinate(self.output_voxel_size or self.voxel_size)
+
+    @property
     def context(self) -> Coordinate:
         """World units the network input extends beyond its output on each side."""
-        return (
-            (Coordinate(self.input_shape) - Coordinate(self.output_shape))
-            / 2
-            * Coordinate(self.voxel_size)
-        )
+        return self.model.context(self.input_shape, self.output_shape, self.voxel_size)
 
     @property
     def block_read_roi(self) -> Roi:
@@ -70,7 +75,7 @@ class PredictionSpec(StrictModel):
     @property
     def block_write_roi(self) -> Roi:
         """One block's output ROI, relative to the block's origin (world units)."""
-        return Roi(self.context, Coordinate(self.output_shape) * Coordinate(self.voxel_size))
+        return Roi(self.context, Coordinate(self.output_shape) * self.output_voxel)
 
     def identity(self) -> dict:
         """What makes two predictions the same: a rerun may only resume its own output."""

@@ -53,7 +53,7 @@ class BlockPredictor:
         self.store = OutputStore(spec.output)
         task = spec.task.build()
         state = load_checkpoint(spec.checkpoint)
-        model = build_model(spec.model, 1, task.num_channels)
+        model = build_model(spec.model, spec.input_channels, task.num_channels)
         load_model_state(model, state, spec.checkpoint)
         self.model = model.to(device).eval()
         input_config = InputConfig(
@@ -69,6 +69,7 @@ class BlockPredictor:
             spec.context,
             task.activation,
             device,
+            output_voxel_size=spec.output_voxel,
         )
         self._build = gp.build(self.pipeline)
 

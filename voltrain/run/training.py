@@ -108,7 +108,9 @@ class TrainingRun:
         self.is_main = distributed.is_main()
         torch.manual_seed(config.trainer.seed)
         self.task = config.task.build()
-        self.model = build_model(config.model, 1, self.task.num_channels).to(self.device)
+        in_channels = config.trainer.input_channels(config.data.train)
+        self.model = build_model(config.model, in_channels, self.task.num_channels)
+        self.model.to(self.device)
         self.trainer = config.trainer.build()
         self.trainer.input = config.input
         for callback in callbacks:
@@ -267,6 +269,7 @@ class TrainingRun:
             "config_hash": config_hash(self.config),
             "world_size": distributed.world_size(),
             "voxel_size": None if voxel_size is None else [int(v) for v in voxel_size],
+            "input_channels": self.model.in_channels,
         }
 
     def _verified_state(self) -> dict:

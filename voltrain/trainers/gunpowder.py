@@ -13,7 +13,7 @@ from pydantic import Field, SerializeAsAny, field_validator
 from torch.utils.data import DataLoader
 
 from voltrain.augments.base import AugmentConfig, parse_augments
-from voltrain.data import DatasetConfig
+from voltrain.data import DatasetConfig, open_array, raw_channels
 from voltrain.errors import ConfigError, VoltrainError, recover_voltrain_error
 from voltrain.inference import InputConfig, IntensityMap
 from voltrain.io.write import source_units
@@ -116,19 +116,28 @@ class GunpowderTrainerConfig(TrainerConfig):
             check_deform_on_device(self.augments, self.fuse_augments)
         return ok, message
 
+    def input_channels(self, datasets: Sequence[DatasetConfig]) -> int:
+        """Raw's channel count in ``data.train[0]`` (metadata only): the network's input
+        channels follow the data; ``build_batch_provider`` checks the other datasets."""
+        raw = open_array(datasets[0].raw, "data.train[0].raw", channels=True)
+        return raw_channels(raw)
+
 
 class GunpowderTrainer(Trainer):
     """Trains on batches drawn by a multiprocess loader from a gunpowder graph.
 
     Attributes:
-        voxel_size: the training data's voxel size (known once the provider is built).
+        voxel_size: the training raw's voxel size, the network's input voxel size (known
+            once the provider is built); gt's may be coarser (``model.output_downsample``).
         units: its units (OME names; None: none given), which snapshots carry.
+        input_channels: raw's channel count, known with ``voxel_size``.
     """
 
     can_validate = True
 
     def __init__(self, config: GunpowderTrainerConfig):
         super().__init__(config)
+        self.input_channels: int | None = None
         self.pipeline: TrainingPipeline | None = None
         self.snapshot_container: Path | None = None
         self._loader_iterator = None
@@ -143,10 +152,11 @@ class GunpowderTrainer(Trainer):
         config = self.config
         input_shape = Coordinate(config.input_shape)
         output_shape = Coordinate(model.output_shape(tuple(input_shape)))
-        volumes = open_training_volumes(datasets, output_shape, key)
+        volumes = open_training_volumes(datasets, output_shape, key, model.config)
         if key == "data.train":
-            self.voxel_size = volumes[0].voxel_size
+            self.voxel_size = volumes[0].raw_voxel_size
             self.units = source_units(volumes[0].gt, "data.train[0].gt")
+            self.input_channels = volumes[0].raw_channels
         sampling_maps = compute_sampling_maps(volumes, output_shape, config.min_masked)
         return TrainingPipeline(
             datasets=list(datasets),
@@ -192,7 +202,7 @@ class GunpowderTrainer(Trainer):
             input_shape = Coordinate(self.config.input_shape)
             output_shape = Coordinate(model.output_shape(tuple(input_shape)))
             self.validator = BlockwiseValidator(
-                open_training_volumes(datasets, output_shape, "data.validate"),
+                open_training_volumes(datasets, output_shape, "data.validate", model.config),
                 task.build(),
                 input_shape,
                 output_shape,
@@ -295,6 +305,7 @@ class GunpowderTrainer(Trainer):
     def snapshot_arrays(self, batch: TrainingBatch, result: StepResult) -> dict[str, SnapshotArray]:
         host = batch.host
         voxel_size = host["voxel_size"][0].tolist()
+        raw_voxel_size = host["raw_voxel_size"][0].tolist()
         raw_offset = host["raw_offset"][0].tolist()
         out_offset = host["output_offset"][0].tolist()
         prediction = self.task.activation(result.logits[:1].float())[0]
@@ -302,8 +313,10 @@ class GunpowderTrainer(Trainer):
         def at_output(tensor) -> SnapshotArray:
             return SnapshotArray(tensor.detach().cpu().numpy(), out_offset, voxel_size)
 
+        # single-channel raw is stored (z, y, x), as it was read; several keep their axis
+        raw = batch.raw[0, 0] if batch.raw.shape[1] == 1 else batch.raw[0]
         return {
-            "raw": SnapshotArray(batch.raw[0, 0].cpu().numpy(), raw_offset, voxel_size),
+            "raw": SnapshotArray(raw.cpu().numpy(), raw_offset, raw_voxel_size),
             "gt": at_output(host["gt"][0]),
             "mask": at_output(host["mask"][0]),
             "target": at_output(host["target"][0]),

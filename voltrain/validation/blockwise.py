@@ -79,7 +79,13 @@ class BlockwiseValidator:
         device: torch.device,
         scorer=None,
     ):
-        check_centred(input_shape, output_shape, "trainer.validation.mode blockwise")
+        # output voxels per input voxel; the volumes share it (open_training_volumes)
+        factor = volumes[0].voxel_size / volumes[0].raw_voxel_size
+        check_centred(
+            input_shape,
+            Coordinate(output_shape) * factor,
+            "trainer.validation.mode blockwise",
+        )
         self.scorer = scorer
         self.volumes = list(volumes)
         self.task = task
@@ -102,9 +108,18 @@ class BlockwiseValidator:
 
     def _graph(self, volume: TrainingVolume, model: torch.nn.Module) -> gp.Pipeline:
         voxel_size = volume.voxel_size
-        context = (self.input_shape - self.output_shape) / 2 * voxel_size
+        raw_size = self.input_shape * volume.raw_voxel_size
+        context = (raw_size - self.output_shape * voxel_size) / 2
         raw = inference_graph(
-            volume.raw, RAW, LOGITS, model, self.input_config, context, _logits, self.device
+            volume.raw,
+            RAW,
+            LOGITS,
+            model,
+            self.input_config,
+            context,
+            _logits,
+            self.device,
+            output_voxel_size=voxel_size,
         )
         if volume.mask is not None:
             mask_roi = volume.mask.roi.intersect(volume.gt.roi)
