@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
+from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import load_config, parse_config
 from voltrain.models.unet import build_model
 from voltrain.predict import predict
 from voltrain.run import TrainingRun
+from voltrain.run.checkpoint import save_checkpoint
 from voltrain.synthetic import make_synthetic_volume
-from voltrain.trainers.checkpoint import save_checkpoint
 
 # the tiny U-Net maps 36^3 voxels of 4 nm to 10^3 of 8 nm: 8 fine voxels of context a side
 CONTEXT = 32

@@ -7,8 +7,8 @@ import gc
 import pickle
 
 import numpy as np
-from conftest import experiment_dict
 
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.loader import SampleDataset
 from voltrain.models.unet import build_model

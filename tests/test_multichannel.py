@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import experiment_dict
 from funlib.geometry import Coordinate
 from funlib.persistence import open_ds, prepare_ds
 
+from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.experiment import load_config, parse_config
 from voltrain.models.unet import build_model
 from voltrain.predict import predict
 from voltrain.run import TrainingRun
-from voltrain.trainers.checkpoint import save_checkpoint
+from voltrain.run.checkpoint import save_checkpoint
 
 AUGMENTS = [
     {

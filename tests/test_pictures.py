@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import experiment_dict
 from matplotlib.image import imread
 
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.pictures import RunPictures, label_colors
 from voltrain.run import TrainingRun

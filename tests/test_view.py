@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import zarr
 from funlib.persistence import prepare_ds
-from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
 
 from voltrain.cli import main
 from voltrain.io.write import Placement, create_image
+from voltrain.run.snapshot import SnapshotArray, write_snapshot
 
 NM = 1e-9
 

@@ -15,11 +15,11 @@ from funlib.persistence import Array
 from io_writers import downsample, write_n5, write_ome_image
 from iohub.ngff import open_ome_zarr
 from iohub.ngff.models import ChannelAxisMeta, SpaceAxisMeta, TransformationMeta
-from voltrain.nodes.chunk_cache import ChunkCache
 
 from voltrain.data import DatasetConfig, open_volume
 from voltrain.errors import DataError
 from voltrain.io.read import ArraySource, open_source
+from voltrain.kernels.chunk_cache import ChunkCache
 from voltrain.nodes.zarr_source import ZarrSource
 
 RNG = np.random.default_rng(0)

@@ -17,19 +17,19 @@ import pytest
 import torch
 import yaml
 import zarr
-from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
 from io_writers import downsample, write_ome_image
 from moto.server import ThreadedMotoServer
-from voltrain.trainers.checkpoint import save_checkpoint
 
+from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.errors import DataError
 from voltrain.experiment import load_config
 from voltrain.io.read import ArraySource, open_source
 from voltrain.io.stores import remote_url_and_options
 from voltrain.models.unet import build_model
+from voltrain.run.checkpoint import save_checkpoint
 
 BUCKET = "voltrain-test"
 

@@ -10,10 +10,10 @@ import h5py
 import numpy as np
 import pytest
 import zarr
-from conftest import experiment_dict
 from funlib.persistence import open_ds
 from io_writers import write_n5, write_ome_image
 
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.models.unet import build_model
 

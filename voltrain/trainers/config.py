@@ -160,6 +160,7 @@ class TrainerConfig(StrictModel):
 
     def check_input(self, input_config: InputConfig) -> None:
         """``ConfigError`` if this trainer cannot feed the network as ``input`` says."""
+
     def input_channels(self, datasets: list) -> int:
         """The network's input channels for training on ``datasets`` (1 unless the
         trainer reads data whose raw has channels)."""

@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 import zarr
-from conftest import experiment_dict
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, open_ome_ds
-from voltrain.trainers.snapshot import SnapshotArray, write_snapshot
 
+from tests.helpers import experiment_dict
 from voltrain.experiment import parse_config
 from voltrain.run import TrainingRun
+from voltrain.run.snapshot import SnapshotArray, write_snapshot
 
 
 @pytest.fixture
