@@ -28,6 +28,7 @@ from voltrain.errors import DataError
 from voltrain.experiment import load_config
 from voltrain.io.read import ArraySource, open_source
 from voltrain.io.stores import remote_url_and_options
+from voltrain.io.write import level_path
 from voltrain.models.unet import build_model
 from voltrain.run.checkpoint import save_checkpoint
 
@@ -189,7 +190,7 @@ def test_predict_input_from_s3_ome_level_equals_local_input(s3_url, volume, tmp_
         outputs[name] = tmp_path / f"{name}.zarr" / "pred"
         args = ["predict", str(config_path), "--checkpoint", str(checkpoint), "--input", source]
         assert main([*args, "--output", str(outputs[name]), "--roi", roi, "--no-progress"]) == 0
-    local, remote = (open_ds(str(outputs[name])) for name in ("local", "s3"))
+    local, remote = (open_ds(level_path(outputs[name])) for name in ("local", "s3"))
     assert remote.roi == local.roi == Roi((16, 32, 48), (160, 160, 160))
     assert local[local.roi].std() > 0.01  # the comparison below means something
     np.testing.assert_array_equal(remote[remote.roi], local[local.roi])
