@@ -36,6 +36,7 @@ from voltrain import distributed
 from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
+from voltrain.faults.lock import DirectoryLock
 from voltrain.models.unet import build_model
 from voltrain.tensorboard import MetricsLogger, truncate_metrics
 from voltrain.trainers.checkpoint import (
@@ -55,6 +56,8 @@ from voltrain.trainers.checkpoint_callbacks import BestValidation, CheckpointSch
 from voltrain.trainers.resume import check_resumable
 
 logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".voltrain.lock"
 
 
 @dataclass
@@ -109,7 +112,9 @@ class TrainingRun:
     ):
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = distributed.init_from_environment(resolve_device(device))
+        self.device = distributed.init_from_environment(
+            resolve_device(device), config.trainer.peer_timeout
+        )
         self.is_main = distributed.is_main()
         torch.manual_seed(config.trainer.seed)
         self.task = config.task.build()
@@ -121,6 +126,8 @@ class TrainingRun:
         self.until: int | None = None
         self.metrics_logger = MetricsLogger(self.out_dir)
         self.checkpointed_iteration: int | None = None
+        # Rank 0 holds it from the first look into the run directory until the run ends.
+        self.lock = DirectoryLock(self.out_dir / LOCK_NAME, f"--out {self.out_dir}")
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -141,6 +148,8 @@ class TrainingRun:
     def prepare(self, resume: bool, until: int | None = None) -> None:
         """Check config, data and checkpoint, then create the run directory or restore the
         latest checkpoint. ``until`` overrides the iteration to train up to."""
+        if self.is_main and self.out_dir.is_dir():
+            self.lock.acquire()
         # Rank 0 picks the checkpoint, so every rank restores the same one.
         existing = distributed.broadcast_object(
             latest_checkpoint(self.checkpoint_dir) if self.is_main else None
@@ -161,6 +170,7 @@ class TrainingRun:
         self.set_until(until if until is not None else self._target(start))
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
             (self.out_dir / "config.yaml").write_text(self.config.to_yaml())
         if state is not None:
             self.restore(existing, state)
@@ -369,9 +379,12 @@ def train(
     """Train ``config`` in ``out_dir`` up to iteration ``iterations`` (default: from
     ``trainer.steps`` or ``trainer.max_steps``). Under torchrun, every rank calls it; the
     process group is left at the end."""
+    run = None
     try:
         run = TrainingRun(config, Path(out_dir), device, callbacks)
         run.prepare(resume, until=iterations)
         return run.train(progress=progress)
     finally:
+        if run is not None:
+            run.lock.release()
         distributed.teardown()

@@ -20,6 +20,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import VoltrainError
+from voltrain.faults.lock import DirectoryLock
 from voltrain.predict.launch import PredictionWorker
 from voltrain.predict.output import BlockIsDone, OutputStore, block_write_rois
 from voltrain.predict.plan import plan_prediction
@@ -93,6 +94,22 @@ def predict(
     spec = plan_prediction(
         config, checkpoint, input, output, roi, device, cpu_threads, worker_command
     )
+    # A second run on the same output would predict every block again: one run at a time.
+    with DirectoryLock(f"{spec.output}.lock", f"--output {spec.output}"):
+        return _predict_planned(
+            spec, workers, block_timeout, max_retries, host, overwrite, progress
+        )
+
+
+def _predict_planned(
+    spec: PredictionSpec,
+    workers: int,
+    block_timeout: float,
+    max_retries: int,
+    host: str,
+    overwrite: bool,
+    progress: bool,
+) -> PredictionResult:
     store = OutputStore(spec.output)
     if store.exists() and not overwrite:
         store.check_resumable(spec)
