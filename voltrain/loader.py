@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from voltrain.faults.data_errors import OnDataError, draw_sample
 from voltrain.pipeline import TrainingPipeline
 from voltrain.seeding import sample_seed
 
@@ -25,20 +26,27 @@ from voltrain.seeding import sample_seed
 class SampleDataset(Dataset):
     """Map-style dataset: global sample number -> one training sample (dict of arrays)."""
 
-    def __init__(self, pipeline: TrainingPipeline, seed: int, batch_size: int, rank: int = 0):
+    def __init__(
+        self,
+        pipeline: TrainingPipeline,
+        seed: int,
+        batch_size: int,
+        rank: int = 0,
+        on_data_error: OnDataError = "fail",
+    ):
         self.pipeline = pipeline
         self.seed = seed
         self.batch_size = batch_size
         self.rank = rank
+        self.on_data_error = on_data_error
 
     def __len__(self) -> int:
         return 2**62
 
     def __getitem__(self, index: int) -> dict:
         iteration, sample_index = divmod(index, self.batch_size)
-        return self.pipeline.request_sample(
-            sample_seed(self.seed, iteration, sample_index, self.rank)
-        )
+        seed = sample_seed(self.seed, iteration, sample_index, self.rank)
+        return draw_sample(self.pipeline, seed, self.on_data_error, self.pipeline.max_attempts)
 
 
 class IterationSampler(Sampler[int]):
@@ -72,13 +80,14 @@ def make_loader(
     pin_memory: bool = False,
     timeout: float = 600.0,
     rank: int = 0,
+    on_data_error: OnDataError = "fail",
 ) -> DataLoader:
     """A DataLoader yielding one collated batch (dict of tensors) per iteration.
 
     With ``num_workers == 0`` samples are drawn in this process (no timeout applies then,
     but sampling itself is bounded by ``TrainingPipeline.max_attempts``).
     """
-    dataset = SampleDataset(pipeline, seed, batch_size, rank)
+    dataset = SampleDataset(pipeline, seed, batch_size, rank, on_data_error)
     sampler = IterationSampler(start_iteration, batch_size)
     kwargs = {}
     if num_workers > 0:

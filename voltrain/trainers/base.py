@@ -90,6 +90,7 @@ class Trainer(ABC):
         self._pending_state: dict | None = None
         self._reported_skips = 0
         self._stop_votes = False
+        self.data_errors = 0
 
     @property
     def rank(self) -> int:
@@ -173,6 +174,7 @@ class Trainer(ABC):
                 skipped_steps_tensor=engine.skipped_steps.clone(),
                 amp_skipped_steps_tensor=engine.amp_skipped_steps.clone(),
                 batch_size=self.batch_size,
+                data_errors=self.data_errors,
             )
             stats.validation = self._validate_if_due(model, engine)
             stats.log_due = self.iteration % self.config.log_every == 0 or (
@@ -265,6 +267,7 @@ class Trainer(ABC):
             "step": engine,
             "lr_schedule": self._schedule().state_dict(),
             "reported_skips": self._reported_skips,
+            "data_errors": self.data_errors,
             "callbacks": {
                 c.state_key: c.state_dict() for c in self.callbacks if c.state_key is not None
             },
@@ -280,6 +283,7 @@ class Trainer(ABC):
         else:
             self._pending_state = state["step"]
         self._reported_skips = state.get("reported_skips", 0)
+        self.data_errors = state.get("data_errors", 0)
         saved = state.get("callbacks", {})
         for callback in self.callbacks:
             if callback.state_key in saved:

@@ -50,6 +50,10 @@ class GunpowderTrainerConfig(TrainerConfig):
         chunk_cache_mb: MiB of decoded zarr chunks each loader worker keeps (0: none).
         deform_on_device: resample raw on the training device (a GPU) instead of in the
             loader workers, which then only read and crop.
+        on_data_error: ``fail`` stops at an unreadable chunk; ``skip`` draws the sample
+            again with a derived seed and counts it (``data_errors`` in metrics.jsonl).
+        loader_restarts: times a loader whose worker died is restarted (from the current
+            iteration, with the same batches) before the run gives up.
     """
 
     type: Literal["gunpowder"] = "gunpowder"
@@ -64,6 +68,8 @@ class GunpowderTrainerConfig(TrainerConfig):
     fuse_augments: bool = True
     chunk_cache_mb: float = Field(DEFAULT_CHUNK_CACHE_MB, ge=0)
     deform_on_device: bool = False
+    on_data_error: Literal["fail", "skip"] = "fail"
+    loader_restarts: int = Field(3, ge=0)
 
     @field_validator("augments", mode="before")
     @classmethod
@@ -201,6 +207,7 @@ class GunpowderTrainer(Trainer):
             pin_memory=pin_memory,
             timeout=self.config.data_timeout,
             rank=self.rank,
+            on_data_error=self.config.on_data_error,
         )
 
     def _next_batch(self, device: torch.device) -> dict:
@@ -222,6 +229,8 @@ class GunpowderTrainer(Trainer):
                 ) from None
             raise
         self._loader_iteration += 1
+        if "data_errors" in batch:
+            self.data_errors += int(batch["data_errors"].sum())
         if self.stage_profile is not None and "stage_ms" in batch:
             self.stage_profile.add(batch["stage_ms"].numpy())
         return batch

@@ -24,6 +24,8 @@ class TrainingIterationStats:
         batch_size: samples in this step.
         log_due: whether this is a logging iteration (the trainer read the skip counters).
         validation: validation results when this iteration validated, else None.
+        data_errors: sample draws so far that met an unreadable chunk and were redrawn
+            (``trainer.on_data_error: skip``); in the row only once there are some.
     """
 
     iteration: int
@@ -38,6 +40,7 @@ class TrainingIterationStats:
     batch_size: int = 1
     log_due: bool = False
     validation: dict[str, float] | None = None
+    data_errors: int = 0
 
     @property
     def loss(self) -> float:
@@ -80,6 +83,8 @@ class TrainingIterationStats:
             "skipped_steps": self.skipped_steps,
             "amp_skipped_steps": self.amp_skipped_steps,
         }
+        if self.data_errors:
+            row["data_errors"] = self.data_errors
         if self.validation:
             row.update(self.validation)
         return row
