@@ -15,6 +15,7 @@ from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
 from voltrain.errors import VoltrainError, recover_voltrain_error
 from voltrain.loader import make_loader
+from voltrain.loader_restart import RestartingLoader
 from voltrain.nodes.torch_deform import deform_raw
 from voltrain.pipeline import (
     DEFAULT_CHUNK_CACHE_MB,
@@ -96,8 +97,8 @@ class GunpowderTrainer(Trainer):
         self.voxel_size: Coordinate | None = None
         self.pipeline: TrainingPipeline | None = None
         self.snapshot_container: Path | None = None
-        self._loader_iterator = None
-        self._loader_iteration: int | None = None
+        # the loader of training batches, restarted when a worker dies
+        self.batches: RestartingLoader | None = None
         self.stage_profile = StageProfile() if profiling_enabled() else None
 
     def can_train(self, datasets: Sequence[DatasetConfig]) -> bool:
@@ -185,12 +186,8 @@ class GunpowderTrainer(Trainer):
             self._stop_loader()
 
     def _stop_loader(self) -> None:
-        if self._loader_iterator is not None:
-            shutdown = getattr(self._loader_iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            self._loader_iterator = None
-            self._loader_iteration = None
+        if self.batches is not None:
+            self.batches.close()
 
     def loader(self, start_iteration: int, pin_memory: bool = False) -> DataLoader:
         """The loader of this rank's batches from iteration ``start_iteration + 1`` on.
@@ -211,13 +208,13 @@ class GunpowderTrainer(Trainer):
         )
 
     def _next_batch(self, device: torch.device) -> dict:
-        if self._loader_iterator is None or self._loader_iteration != self.iteration:
-            self._stop_loader()
-            loader = self.loader(self.iteration, pin_memory=device.type == "cuda")
-            self._loader_iterator = iter(loader)
-            self._loader_iteration = self.iteration
+        if self.batches is None:
+            pin_memory = device.type == "cuda"
+            self.batches = RestartingLoader(
+                lambda start: self.loader(start, pin_memory), self.config.loader_restarts
+            )
         try:
-            batch = next(self._loader_iterator)
+            batch = self.batches.next_batch(self.iteration)
         except VoltrainError as error:
             # A worker's error arrives with the worker's traceback as its message.
             raise (recover_voltrain_error(error) or error) from None
@@ -228,7 +225,6 @@ class GunpowderTrainer(Trainer):
                     f"{self.config.data_timeout:g} s at iteration {self.iteration}"
                 ) from None
             raise
-        self._loader_iteration += 1
         if "data_errors" in batch:
             self.data_errors += int(batch["data_errors"].sum())
         if self.stage_profile is not None and "stage_ms" in batch:
