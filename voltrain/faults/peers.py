@@ -46,8 +46,9 @@ def check_environment() -> bool:
     if not missing:
         return True
     if size > 1:
+        verb = "is" if len(missing) == 1 else "are"
         raise ConfigError(
-            f"WORLD_SIZE={size} is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+            f"WORLD_SIZE={size} is set but {', '.join(missing)} {verb} "
             "not: start every rank with torchrun (which sets them all), or unset WORLD_SIZE "
             "to train in one process"
         )
