@@ -37,6 +37,8 @@ from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
 from voltrain.faults.lock import DirectoryLock
+from voltrain.faults.os_errors import check_output_directory, reporting_os_errors
+from voltrain.faults.termination import StopOnSignal, TerminatedError
 from voltrain.models.unet import build_model
 from voltrain.tensorboard import MetricsLogger, truncate_metrics
 from voltrain.trainers.checkpoint import (
@@ -148,6 +150,8 @@ class TrainingRun:
     def prepare(self, resume: bool, until: int | None = None) -> None:
         """Check config, data and checkpoint, then create the run directory or restore the
         latest checkpoint. ``until`` overrides the iteration to train up to."""
+        if self.is_main:
+            check_output_directory(self.out_dir, "--out")
         if self.is_main and self.out_dir.is_dir():
             self.lock.acquire()
         # Rank 0 picks the checkpoint, so every rank restores the same one.
@@ -380,11 +384,19 @@ def train(
     ``trainer.steps`` or ``trainer.max_steps``). Under torchrun, every rank calls it; the
     process group is left at the end."""
     run = None
+    stop = StopOnSignal()
     try:
-        run = TrainingRun(config, Path(out_dir), device, callbacks)
-        run.prepare(resume, until=iterations)
-        return run.train(progress=progress)
+        with stop, reporting_os_errors(Path(out_dir)):
+            run = TrainingRun(config, Path(out_dir), device, [*callbacks, stop])
+            run.prepare(resume, until=iterations)
+            result = run.train(progress=progress)
     finally:
         if run is not None:
             run.lock.release()
         distributed.teardown()
+    if stop.received:
+        raise TerminatedError(
+            f"stopped by SIGTERM at iteration {result.iteration}; checkpoint "
+            f"{result.checkpoint} written, --resume continues from it"
+        )
+    return result

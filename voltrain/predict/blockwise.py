@@ -10,6 +10,7 @@ skipped (daisy ``check_function``), so a rerun of the same command resumes.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import warnings
@@ -20,7 +21,9 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import VoltrainError
+from voltrain.faults.console import stderr_into
 from voltrain.faults.lock import DirectoryLock
+from voltrain.faults.os_errors import DiskFullError, describe_os_error, reporting_os_errors
 from voltrain.predict.launch import PredictionWorker
 from voltrain.predict.output import BlockIsDone, OutputStore, block_write_rois
 from voltrain.predict.plan import plan_prediction
@@ -30,6 +33,14 @@ logger = logging.getLogger(__name__)
 
 TASK_ID = "voltrain_predict"
 MAX_LISTED_BLOCKS = 5
+DISK_FULL_TEXT = "No space left on device"
+FULL_HINT = "finished blocks are kept; free space and rerun the command to resume"
+
+
+class PredictionInterruptedError(VoltrainError):
+    """Ctrl-C stopped the prediction; exit code 130, as for SIGINT."""
+
+    exit_code = 130
 
 
 class BlocksFailedError(VoltrainError):
@@ -95,7 +106,8 @@ def predict(
         config, checkpoint, input, output, roi, device, cpu_threads, worker_command
     )
     # A second run on the same output would predict every block again: one run at a time.
-    with DirectoryLock(f"{spec.output}.lock", f"--output {spec.output}"):
+    lock = DirectoryLock(f"{spec.output}.lock", f"--output {spec.output}")
+    with reporting_os_errors(spec.output), lock:
         return _predict_planned(
             spec, workers, block_timeout, max_retries, host, overwrite, progress
         )
@@ -128,6 +140,7 @@ def _predict_planned(
     result.seconds = time.perf_counter() - start
     missing = store.missing_blocks(write_rois)
     if missing:
+        _raise_if_disk_full(store, missing)
         raise BlocksFailedError(_failure_message(store, missing, len(write_rois), abandoned))
     store.set_complete(True)
     return result
@@ -170,7 +183,16 @@ def run_blocks(
     previous_log_dir = daisy_logging.get_log_basedir()
     daisy_logging.set_log_basedir(store.logs_dir)
     try:
-        daisy.run_blockwise(task, progress=progress, host=host, summary=False, return_states=True)
+        # daisy's and the workers' messages go to the log; the command ends in one line
+        with stderr_into(store.logs_dir / "driver.log"):
+            daisy.run_blockwise(
+                task, progress=progress, host=host, summary=False, return_states=True
+            )
+    except KeyboardInterrupt:
+        raise PredictionInterruptedError(
+            f"--output {spec.output}: interrupted; finished blocks are kept and a rerun of "
+            f"the command resumes (details in {store.logs_dir})"
+        ) from None
     except RuntimeError as error:  # daisy abandons a task whose workers keep crashing
         reason = str(error).strip().splitlines()[0]
         # The first line may end by introducing a traceback that the worker logs hold.
@@ -178,6 +200,27 @@ def run_blocks(
     finally:
         daisy_logging.set_log_basedir(previous_log_dir)
     return None
+
+
+def _raise_if_disk_full(store: OutputStore, missing: list[Roi]) -> None:
+    """Raise ``DiskFullError`` if blocks failed because the output's disk is full: a block
+    recorded it, or not even a small file can be written there now."""
+    recorded = [store.failure(roi) or "" for roi in missing]
+    if any(DISK_FULL_TEXT in text for text in recorded):
+        raise DiskFullError(f"'{store.output}': {DISK_FULL_TEXT.lower()}; {FULL_HINT}")
+    try:
+        with open(store.done_dir / ".space-probe", "wb") as probe:
+            probe.write(bytes(1 << 16))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        full = describe_os_error(error, store.output)
+        if isinstance(full, DiskFullError):
+            raise DiskFullError(
+                f"'{store.output}': {DISK_FULL_TEXT.lower()}; {FULL_HINT}"
+            ) from None
+    finally:
+        (store.done_dir / ".space-probe").unlink(missing_ok=True)
 
 
 def _failure_message(

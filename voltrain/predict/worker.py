@@ -109,16 +109,21 @@ def run_worker(spec: PredictionSpec, context=None) -> None:
         # Several workers on one machine share its cores instead of oversubscribing them.
         torch.set_num_threads(spec.cpu_threads or available_cores())
     client = daisy.Client(context)
+    disk_full = False
     with BlockPredictor(spec, device) as predictor:
         while True:
             with client.acquire_block() as block:
                 if block is None:
                     return
+                if disk_full:  # every further write would fail the same way: skip the work
+                    block.status = daisy.BlockStatus.FAILED
+                    continue
                 try:
                     predictor.predict_block(block.write_roi)
                 except Exception as error:
                     _report_failure(predictor.store, block, error)
                     block.status = daisy.BlockStatus.FAILED
+                    disk_full = "No space left on device" in root_cause(error)
 
 
 def _report_failure(store: OutputStore, block, error: Exception) -> None:

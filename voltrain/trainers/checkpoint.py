@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from voltrain.errors import CheckpointError
+from voltrain.faults.os_errors import RecordingWriter
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
 BEST_NAME = "best.pt"
@@ -44,7 +45,14 @@ def atomic_save(final: Path, state: dict) -> Path:
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
     try:
         with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
+            writer = RecordingWriter(file, final)
+            try:
+                torch.save(state, writer)
+            except RuntimeError:
+                # torch reports a failed write (a full disk) without its cause
+                if writer.error is not None:
+                    raise writer.error from None
+                raise
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, final)
