@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from voltrain.errors import NanLossError, VoltrainError
+from voltrain.errors import ConfigError, NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
 
 
@@ -50,7 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_file(path: str) -> str:
+    """``path`` if it is a file. Checked before torch and gunpowder are imported (seconds),
+    so a mistyped config path is reported at once."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: config file not found")
+    return path
+
+
 def _train(args: argparse.Namespace) -> None:
+    _config_file(args.config)
     from voltrain.experiment import load_config
     from voltrain.run import train
 
@@ -111,6 +120,7 @@ def _add_predict_parsers(commands) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import shlex
 
+    _config_file(args.config)
     from voltrain.predict import predict
 
     result = predict(
@@ -153,6 +163,7 @@ def _add_lr_find_parser(commands) -> None:
 
 
 def _lr_find(args: argparse.Namespace) -> None:
+    _config_file(args.config)
     from voltrain.experiment import load_config
     from voltrain.lr_find import describe, find_learning_rate
 

@@ -36,6 +36,7 @@ from voltrain import distributed
 from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
+from voltrain.faults.checkpoints import newest_readable_checkpoint
 from voltrain.faults.lock import DirectoryLock
 from voltrain.faults.os_errors import check_output_directory, reporting_os_errors
 from voltrain.faults.termination import StopOnSignal, TerminatedError
@@ -154,6 +155,8 @@ class TrainingRun:
             check_output_directory(self.out_dir, "--out")
         if self.is_main and self.out_dir.is_dir():
             self.lock.acquire()
+        elif self.is_main and resume:
+            logger.warning("--resume: %s does not exist; starting a new run", self.out_dir)
         # Rank 0 picks the checkpoint, so every rank restores the same one.
         existing = distributed.broadcast_object(
             latest_checkpoint(self.checkpoint_dir) if self.is_main else None
@@ -163,7 +166,13 @@ class TrainingRun:
                 f"--out {self.out_dir}: already holds checkpoints; pass --resume to continue "
                 "that run or choose another directory"
             )
-        state = load_checkpoint(existing) if existing is not None else None
+        state = None
+        if existing is not None:
+            # A corrupt newest checkpoint is passed over for the newest readable one.
+            if self.is_main:
+                existing, state = newest_readable_checkpoint(self.checkpoint_dir)
+            existing = distributed.broadcast_object(existing)
+            state = state if state is not None else load_checkpoint(existing)
         if state is not None:
             self._check_resumable(state, existing)
         self.trainer.build_batch_provider(
@@ -172,6 +181,7 @@ class TrainingRun:
         self._prepare_validation()
         start = int(state["iteration"]) if state is not None else 0
         self.set_until(until if until is not None else self._target(start))
+        self.trainer.check_first_sample(start)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.lock.acquire()

@@ -36,6 +36,7 @@ def draw_sample(pipeline, seed: int, on_data_error: OnDataError, max_attempts: i
     chunks. The sample carries ``data_errors``: how many draws failed before it."""
     if on_data_error == "fail":
         sample = pipeline.request_sample(seed)
+        check_finite_raw(sample, pipeline)
         sample["data_errors"] = np.int64(0)
         return sample
     last: UnreadableChunkError | None = None
@@ -50,9 +51,28 @@ def draw_sample(pipeline, seed: int, on_data_error: OnDataError, max_attempts: i
                     "skipping samples that read it (trainer.on_data_error: skip): %s", error
                 )
             continue
+        check_finite_raw(sample, pipeline)
         sample["data_errors"] = np.int64(attempt)
         return sample
     raise DataError(
         f"trainer.on_data_error: skip, but all {max_attempts} draws of a sample "
         f"(trainer.max_sampling_attempts) met unreadable chunks; the last: {last}"
+    )
+
+
+def check_finite_raw(sample: dict, pipeline) -> None:
+    """Raise ``DataError`` naming the dataset and the sample's raw ROI if raw holds NaN or
+    infinity (float raw data), which would otherwise surface only as a non-finite loss."""
+    raw = sample.get("raw", sample.get("raw_source"))
+    if raw is None or not np.issubdtype(raw.dtype, np.floating) or np.isfinite(raw).all():
+        return
+    dataset = pipeline.datasets[int(sample["dataset_index"])]
+    voxel_size = [int(v) for v in sample["voxel_size"]]
+    offset = [int(v) for v in sample["raw_offset"]]
+    shape = [n * v for n, v in zip(raw.shape[-3:], voxel_size, strict=True)]
+    bad = int(raw.size - np.isfinite(raw).sum())
+    raise DataError(
+        f"data.train '{dataset.name}': raw ({dataset.raw}) holds {bad} NaN or infinite "
+        f"value(s) in the sample at ROI {','.join(map(str, offset))}:"
+        f"{','.join(map(str, shape))} (world units); fix or mask them in the data"
     )

@@ -116,6 +116,10 @@ class Trainer(ABC):
     def _draw_batch(self, device: torch.device) -> TrainingBatch:
         """The batch of iteration ``self.iteration + 1``, on ``device``."""
 
+    def check_first_sample(self, start_iteration: int) -> None:  # noqa: B027
+        """Draw the run's first sample to check data and sampling before anything is
+        written (trainers whose samples can fail)."""
+
     def _snapshot_due(self, iteration: int) -> bool:
         return False
 

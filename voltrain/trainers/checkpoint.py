@@ -11,6 +11,7 @@ import os
 import random
 import re
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -101,6 +102,12 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if not zipfile.is_zipfile(path):
+        # torch would try its legacy pickle format and blame "objects other than tensors"
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or not a checkpoint: not a PyTorch zip archive "
+            "(truncated, overwritten, or another kind of file)"
+        )
     try:
         # weights_only: a checkpoint from elsewhere (weights_from) cannot run code.
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from voltrain.augments.base import AugmentConfig, parse_augment
 from voltrain.data import DatasetConfig
 from voltrain.errors import VoltrainError, recover_voltrain_error
+from voltrain.faults.data_errors import draw_sample
 from voltrain.loader import make_loader
 from voltrain.loader_restart import RestartingLoader
 from voltrain.nodes.torch_deform import deform_raw
@@ -24,6 +25,7 @@ from voltrain.pipeline import (
     open_training_volumes,
 )
 from voltrain.profiling import StageProfile, profiling_enabled
+from voltrain.seeding import sample_seed
 from voltrain.trainers.base import Trainer, TrainingBatch
 from voltrain.trainers.blockwise_validation import BlockwiseValidator
 from voltrain.trainers.config import TrainerConfig
@@ -138,6 +140,15 @@ class GunpowderTrainer(Trainer):
         )
         self.task = task.build()
         self.snapshot_container = Path(snapshot_container) if snapshot_container else None
+
+    def check_first_sample(self, start_iteration: int) -> None:
+        """Draw the first sample of the run here, so that a ``min_masked`` that only fails
+        after augmentation, or unreadable data, is reported before the run directory is
+        written. Without loader workers the graph built here is the one that trains."""
+        seed = sample_seed(self.config.seed, start_iteration, 0, self.rank)
+        draw_sample(self.pipeline, seed, self.config.on_data_error, self.pipeline.max_attempts)
+        if self.config.num_data_fetchers > 0:
+            self.pipeline.teardown()
 
     def fixed_intensity_maps(self) -> list[AugmentConfig]:
         """The ``intensity_scale_shift`` augments with ``p: 1``: part of what the network
