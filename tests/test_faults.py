@@ -216,7 +216,7 @@ def test_min_masked_failing_after_augmentation_fails_before_anything_is_written(
     from funlib.persistence import open_ds
 
     # Masked: one cube of the output's size. Unaugmented, one centre meets min_masked 1.0;
-    # rotated, the cube's corners leave the output region and no draw meets it.
+    # deformed, its faces leave the output region and no draw meets it.
     container = tmp_path / "cube.zarr"
     shutil.copytree(volume, container)
     mask = open_ds(str(container / "mask"), mode="r+")
@@ -225,7 +225,8 @@ def test_min_masked_failing_after_augmentation_fails_before_anything_is_written(
     mask[mask.roi] = data
     out = tmp_path / "run"
     raw = experiment_dict(container, min_masked=1.0, max_sampling_attempts=5)
-    raw["trainer"]["augments"] = [{"type": "elastic", "max_rotation": 1.5}]
+    elastic = {"control_point_spacing": [40] * 3, "jitter_sigma": [16] * 3, "rotate": False}
+    raw["trainer"]["augments"] = [{"type": "elastic", **elastic}]
     assert _train(write_config(raw), out) == 2
     assert "reached min_masked=1 on its output region after augmentation" in _one_line(capsys)
     assert not out.exists()
