@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -388,3 +389,36 @@ def test_an_unwritable_output_is_one_line_naming_it(
         assert main(args) == code
     err = _one_line(capsys)
     assert expected in err and str(out) in err
+
+
+# --- 8. SIGTERM -------------------------------------------------------------------------------
+
+
+def _wait_for(condition, process: subprocess.Popen, what: str, limit: float = 300) -> None:
+    """Wait (bounded) until ``condition()`` holds while ``process`` runs."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert process.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {limit} s"
+        time.sleep(0.05)
+
+
+def test_sigterm_checkpoints_the_current_iteration_and_exits_143(volume, write_config, tmp_path):
+    out = tmp_path / "run"
+    config = _config(write_config, volume, max_steps=10_000, checkpoint_interval=0)
+    command = [sys.executable, "-m", "voltrain", "train", str(config), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--device", "cpu", "--no-progress"], stderr=subprocess.PIPE, text=True
+    )
+    metrics = out / "metrics.jsonl"
+    _wait_for(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 2, process, "rows")
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "stopped by SIGTERM at iteration" in lines[0], err
+    last = json.loads(metrics.read_text().splitlines()[-1])["iteration"]
+    assert [i for i, _ in list_checkpoints(out / "checkpoints")] == [last]
+    assert f"iteration_{last:08d}.pt" in lines[0]

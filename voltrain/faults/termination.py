@@ -49,7 +49,7 @@ class StopOnSignal(Callback):
 
     def _handle(self, signum, frame) -> None:
         if not self.received:
-            logger.warning("%s received: stopping after this step", signal.Signals(signum).name)
+            logger.info("%s received: stopping after this step", signal.Signals(signum).name)
         self.received = True
 
     def on_step_end(self, stats) -> bool:
