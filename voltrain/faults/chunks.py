@@ -10,13 +10,14 @@ from __future__ import annotations
 import itertools
 
 from voltrain.errors import UnreadableChunkError
+from voltrain.faults import first_line
 
 
 def unreadable_chunk(array, box: tuple[slice, ...], error: Exception) -> UnreadableChunkError:
     """The error to raise for a failed read of ``array[box]`` (a zarr array)."""
     name = str(getattr(array, "store_path", "")) or "a zarr array"
     name = name.removeprefix("file://")
-    reason = _first_line(error)
+    reason = first_line(error)
     chunk_shape = tuple(getattr(array, "chunks", ()) or ())
     if len(chunk_shape) != len(box):
         return UnreadableChunkError(f"array '{name}': voxels {_box_text(box)}: {reason}")
@@ -30,7 +31,7 @@ def unreadable_chunk(array, box: tuple[slice, ...], error: Exception) -> Unreada
         except Exception as chunk_error:  # noqa: BLE001  (any codec or storage error)
             return UnreadableChunkError(
                 f"array '{name}': chunk {_chunk_key(array, index)} (voxels "
-                f"{_box_text(chunk_box)}) cannot be read: {_first_line(chunk_error)}"
+                f"{_box_text(chunk_box)}) cannot be read: {first_line(chunk_error)}"
             )
     return UnreadableChunkError(f"array '{name}': voxels {_box_text(box)}: {reason}")
 
@@ -52,8 +53,3 @@ def _chunk_key(array, index: tuple[int, ...]) -> str:
 
 def _box_text(box: tuple[slice, ...]) -> str:
     return ", ".join(f"{s.start}:{s.stop}" for s in box)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__

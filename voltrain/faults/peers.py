@@ -14,6 +14,7 @@ import threading
 from datetime import timedelta
 
 from voltrain.errors import ConfigError, VoltrainError
+from voltrain.faults import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +83,10 @@ def rendezvous_store(peer_timeout: float, collective_timeout: float):
     except (RuntimeError, TimeoutError, OSError, ValueError) as error:
         raise PeersMissingError(
             f"{waiting}: not all joined within trainer.peer_timeout={peer_timeout:g} s "
-            f"({_first_line(error)}); start every rank (torchrun --nproc_per_node) with the "
+            f"({first_line(error)}); start every rank (torchrun --nproc_per_node) with the "
             "same MASTER_ADDR and MASTER_PORT"
         ) from None
     finally:
         announcer.cancel()
     store.set_timeout(timedelta(seconds=collective_timeout))
     return store
-
-
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
