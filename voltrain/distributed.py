@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from voltrain.errors import ConfigError, VoltrainError
-from voltrain.faults.peers import check_environment, rendezvous_store
+from voltrain.faults.peers import check_environment, join_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -114,14 +113,7 @@ def init_from_environment(
         return device
     global _joined
     backend = "nccl" if device.type == "cuda" else "gloo"
-    collective_timeout = timeout_seconds()
-    dist.init_process_group(
-        backend,
-        store=rendezvous_store(peer_timeout, collective_timeout),
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        timeout=timedelta(seconds=collective_timeout),
-    )
+    join_process_group(backend, peer_timeout, timeout_seconds())
     _joined = True
     logger.info(
         "rank %d of %d joined the %s process group on %s", rank(), world_size(), backend, device

@@ -57,9 +57,11 @@ def check_environment() -> bool:
     return False
 
 
-def rendezvous_store(peer_timeout: float, collective_timeout: float):
-    """The c10d store of this job, reached within ``peer_timeout`` seconds; afterwards its
-    operations wait up to ``collective_timeout``. Raises ``PeersMissingError``."""
+def join_process_group(backend: str, peer_timeout: float, collective_timeout: float) -> None:
+    """Join the job's default process group. The other ranks must come within
+    ``peer_timeout`` seconds (else ``PeersMissingError``); afterwards every collective
+    waits up to ``collective_timeout``."""
+    import torch.distributed as dist
     from torch.distributed.rendezvous import _create_c10d_store
 
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -73,12 +75,20 @@ def rendezvous_store(peer_timeout: float, collective_timeout: float):
     announcer.daemon = True
     announcer.start()
     try:
+        # torch's own env:// rendezvous would wait the collective timeout (30 min)
         store = _create_c10d_store(
             os.environ["MASTER_ADDR"],
             int(os.environ["MASTER_PORT"]),
             rank,
             size,
             timedelta(seconds=peer_timeout),
+        )
+        dist.init_process_group(
+            backend,
+            store=store,
+            rank=rank,
+            world_size=size,
+            timeout=timedelta(seconds=collective_timeout),
         )
     except (RuntimeError, TimeoutError, OSError, ValueError) as error:
         raise PeersMissingError(
@@ -89,4 +99,3 @@ def rendezvous_store(peer_timeout: float, collective_timeout: float):
     finally:
         announcer.cancel()
     store.set_timeout(timedelta(seconds=collective_timeout))
-    return store
