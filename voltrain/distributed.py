@@ -42,11 +42,6 @@ class ReplicaDivergenceError(VoltrainError):
     exit_code = 1
 
 
-def launched_by_torchrun() -> bool:
-    """Whether the environment describes a process of a torchrun job."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
 def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
