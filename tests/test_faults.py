@@ -145,7 +145,7 @@ TORCHRUN_CASES = {
 
 @pytest.mark.parametrize("case", list(TORCHRUN_CASES))
 def test_a_broken_torchrun_environment_ends_in_one_line(
-    case, volume, write_config, tmp_path, capsys, monkeypatch
+    case, volume, write_config, tmp_path, capsys, caplog, monkeypatch
 ):
     env, code, expected = TORCHRUN_CASES[case]
     port = str(_free_port())
@@ -159,6 +159,8 @@ def test_a_broken_torchrun_environment_ends_in_one_line(
     for text in expected:
         assert text.replace("port", port) in err
     assert not (tmp_path / "run").exists()
+    if code == 1:  # while waiting, it said what for
+        assert f"rank 0 of 2 waiting for the other 1 rank(s) at 127.0.0.1:{port}" in caplog.text
 
 
 # --- 3. unreadable chunks ---------------------------------------------------------------------

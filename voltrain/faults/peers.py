@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 # What torchrun sets for each rank; all are needed to join a job by hand.
 REQUIRED_ENV = ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
-# Seconds of silent waiting before saying what is awaited.
+# Seconds of silent waiting before saying what is awaited (at most half the bound).
 ANNOUNCE_AFTER = 5.0
 
 
@@ -68,7 +68,7 @@ def join_process_group(backend: str, peer_timeout: float, collective_timeout: fl
     address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
     waiting = f"rank {rank} of {size} waiting for the other {size - 1} rank(s) at {address}"
     announcer = threading.Timer(
-        ANNOUNCE_AFTER,
+        min(ANNOUNCE_AFTER, peer_timeout / 2),
         logger.warning,
         ("%s (up to %g s, trainer.peer_timeout)", waiting, peer_timeout),
     )
