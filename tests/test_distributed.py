@@ -144,6 +144,7 @@ def test_replicas_stay_identical_and_the_loss_falls(runs):
 def test_only_rank_0_writes_into_the_run_directory(runs):
     _, whole, _ = runs
     assert sorted(p.name for p in whole.iterdir()) == [
+        ".voltrain.lock",
         "checkpoints",
         "config.yaml",
         "loss.png",

@@ -22,7 +22,7 @@ from voltrain.cli_results import (
     check_segment_options,
     segment_command,
 )
-from voltrain.errors import NanLossError, VoltrainError
+from voltrain.errors import ConfigError, NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
 
 if TYPE_CHECKING:
@@ -65,7 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_file(path: str) -> str:
+    """``path`` if it is a file. Checked before torch and gunpowder are imported (seconds),
+    so a mistyped config path is reported at once."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: config file not found")
+    return path
+
+
 def _train(args: argparse.Namespace) -> None:
+    _config_file(args.config)
     from voltrain.experiment import load_config
     from voltrain.run import train
 
@@ -135,6 +144,7 @@ def _add_predict_parsers(commands) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import shlex
 
+    _config_file(args.config)
     from voltrain.predict import predict
 
     if args.segment:
@@ -182,6 +192,7 @@ def _add_lr_find_parser(commands) -> None:
 
 
 def _lr_find(args: argparse.Namespace) -> None:
+    _config_file(args.config)
     from voltrain.experiment import load_config
     from voltrain.lr_find import describe, find_learning_rate
 

@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from voltrain.errors import ConfigError, VoltrainError
+from voltrain.faults.peers import check_environment, join_process_group
 
 logger = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "VOLTRAIN_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 1800.0
+DEFAULT_PEER_TIMEOUT_SECONDS = 300.0
 
 # Whether init_from_environment created the process group (and teardown may destroy it).
 _joined = False
@@ -39,11 +40,6 @@ class ReplicaDivergenceError(VoltrainError):
     """The model's weights differ between ranks; training on would mix different models."""
 
     exit_code = 1
-
-
-def launched_by_torchrun() -> bool:
-    """Whether the environment describes a process of a torchrun job."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
 def is_initialized() -> bool:
@@ -88,14 +84,17 @@ def timeout_seconds() -> float:
     return value
 
 
-def init_from_environment(device: torch.device) -> torch.device:
+def init_from_environment(
+    device: torch.device, peer_timeout: float = DEFAULT_PEER_TIMEOUT_SECONDS
+) -> torch.device:
     """Join the process group that torchrun describes, if any; return this rank's device.
 
     ``device`` is the one the user asked for: on CUDA every rank takes ``cuda:LOCAL_RANK``
     instead (an explicit index is an error under torchrun). Does nothing outside torchrun
-    or when the group is already initialised.
+    or when the group is already initialised. The other ranks must join within
+    ``peer_timeout`` seconds (``voltrain.faults.peers``).
     """
-    if not launched_by_torchrun():
+    if not check_environment():
         return device
     if device.type == "cuda":
         if device.index is not None:
@@ -109,7 +108,7 @@ def init_from_environment(device: torch.device) -> torch.device:
         return device
     global _joined
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+    join_process_group(backend, peer_timeout, timeout_seconds())
     _joined = True
     logger.info(
         "rank %d of %d joined the %s process group on %s", rank(), world_size(), backend, device

@@ -70,3 +70,7 @@ class unwrap_voltrain_errors:  # noqa: N801  (used as a context manager, like co
         if recovered is None:
             return False
         raise recovered from None
+
+
+class UnreadableChunkError(DataError):
+    """A stored chunk of an array cannot be read or decoded (names the array and chunk)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from voltrain.faults.data_errors import OnDataError, draw_sample
 from voltrain.pipeline import TrainingPipeline
 from voltrain.seeding import sample_seed
 
@@ -70,11 +71,13 @@ class SampleDataset(Dataset):
         batch_size: int,
         rank: int = 0,
         ship_by_file: bool = False,
+        on_data_error: OnDataError = "fail",
     ):
         self.pipeline: TrainingPipeline | None = pipeline
         self.seed = seed
         self.batch_size = batch_size
         self.rank = rank
+        self.on_data_error = on_data_error
         self.pipeline_file = PipelineFile(pipeline) if ship_by_file else None
 
     def __getstate__(self) -> dict:
@@ -90,9 +93,8 @@ class SampleDataset(Dataset):
         if self.pipeline is None:
             self.pipeline = self.pipeline_file.load()
         iteration, sample_index = divmod(index, self.batch_size)
-        return self.pipeline.request_sample(
-            sample_seed(self.seed, iteration, sample_index, self.rank)
-        )
+        seed = sample_seed(self.seed, iteration, sample_index, self.rank)
+        return draw_sample(self.pipeline, seed, self.on_data_error, self.pipeline.max_attempts)
 
 
 class IterationSampler(Sampler[int]):
@@ -127,6 +129,7 @@ def make_loader(
     timeout: float = 600.0,
     rank: int = 0,
     ship_pipeline_by_file: bool = True,
+    on_data_error: OnDataError = "fail",
 ) -> DataLoader:
     """A DataLoader yielding one collated batch (dict of tensors) per iteration.
 
@@ -136,7 +139,9 @@ def make_loader(
     module docstring); False puts it into every worker's start payload.
     """
     ship_by_file = ship_pipeline_by_file and num_workers > 0
-    dataset = SampleDataset(pipeline, seed, batch_size, rank, ship_by_file=ship_by_file)
+    dataset = SampleDataset(
+        pipeline, seed, batch_size, rank, ship_by_file=ship_by_file, on_data_error=on_data_error
+    )
     sampler = IterationSampler(start_iteration, batch_size)
     kwargs = {}
     if num_workers > 0:

@@ -288,6 +288,7 @@ class TrainingPipeline:
         if self._pipeline is not None:
             self._pipeline.internal_teardown()
             self._pipeline = None
+        self._chunk_cache = None
 
 
 def augment_nodes(

@@ -3,6 +3,7 @@ bad input are reported, and no output claims to be complete before it is."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -121,31 +122,79 @@ def _markers(output: Path) -> int:
     return len(os.listdir(blocks)) if blocks.is_dir() else 0
 
 
+# A chunk that only blocks far from the first ones read: c/1/1/1 holds voxels 32..63.
+STALLING_CHUNK = Path("raw") / "c" / "1" / "1" / "1"
+
+
+def _stalled_predict(trained, volume: Path, tmp_path: Path, output: Path):
+    """Start ``voltrain predict`` (one worker) on a copy of the volume whose chunk
+    STALLING_CHUNK is a FIFO, and return once the worker has opened it: the worker then
+    waits inside that block's read, with every block read before it done. Returns the
+    process, the FIFO's write end, the copy, and the chunk's real bytes."""
+    container = tmp_path / "stalling.zarr"
+    shutil.copytree(volume, container)
+    chunk = container / STALLING_CHUNK
+    content = chunk.read_bytes()
+    chunk.unlink()
+    os.mkfifo(chunk)
+    args = predict_args(trained, container, output)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voltrain", *args],
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:  # opening the write end succeeds once the reader has opened the FIFO
+        try:
+            writer = os.open(chunk, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError as error:
+            assert error.errno == errno.ENXIO, error
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, "the worker never read the stalling chunk"
+        time.sleep(0.01)
+    return process, writer, container, content
+
+
 def test_a_killed_run_resumes_to_the_uninterrupted_result(trained, volume, tmp_path, capsys):
     output = tmp_path / "out.zarr" / "pred"
-    command = [sys.executable, "-m", "voltrain", *predict_args(trained, volume, output)]
-    process = subprocess.Popen(command, start_new_session=True, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while _markers(output) < 2 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    process, writer, container, content = _stalled_predict(trained, volume, tmp_path, output)
     os.killpg(process.pid, signal.SIGKILL)  # the driver and its worker processes
-    process.wait()
+    process.communicate()
+    os.close(writer)
 
     done_at_kill = _markers(output)
     assert 2 <= done_at_kill < BLOCKS, "the run must be killed midway"
     assert record(output)["complete"] is False
+    (container / STALLING_CHUNK).unlink()
+    (container / STALLING_CHUNK).write_bytes(content)
 
-    assert main(predict_args(trained, volume, output)) == 0
+    args = predict_args(trained, container, output)
+    assert main(args) == 0
     printed = capsys.readouterr().out
     before = int(re.search(r"blocks, (\d+) done before", printed).group(1))
-    assert before >= done_at_kill
+    assert before == done_at_kill
     assert record(output)["complete"] is True
-    expected = whole_volume_prediction(trained[2], str(volume / "raw"), INPUT_ROI)
+    expected = whole_volume_prediction(trained[2], str(container / "raw"), INPUT_ROI)
     np.testing.assert_allclose(open_ds(level_path(output))[:], expected, rtol=0, atol=1e-5)
 
     # A complete output is left alone: nothing is predicted again.
-    assert main(predict_args(trained, volume, output)) == 0
+    assert main(args) == 0
     assert f"predicted 0 of {BLOCKS} blocks" in capsys.readouterr().out
+
+
+def test_ctrl_c_ends_predict_in_one_line_with_the_details_in_the_logs(trained, volume, tmp_path):
+    output = tmp_path / "out.zarr" / "pred"
+    process, writer, _, _ = _stalled_predict(trained, volume, tmp_path, output)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's group
+    os.close(writer)  # the stalled read returns (empty), so the worker can end
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert len(err.strip().splitlines()) == 1, err
+    assert "interrupted; finished blocks are kept" in err
+    assert f"{output}.done/logs" in err
+    assert any(Path(f"{output}.done/logs").rglob("*"))
 
 
 def _corrupt_first_chunk(volume: Path, tmp_path: Path) -> str:

@@ -3,11 +3,14 @@
 daisy runs ``workers`` worker processes on 127.0.0.1; each block may be retried
 ``max_retries`` times and is abandoned after ``block_timeout`` seconds. Blocks already
 marked done in the stage's ``BlockRecord`` are skipped (daisy ``check_function``), so a
-rerun of the same command resumes. Worker logs go to the record's ``logs`` directory.
+rerun of the same command resumes. Worker logs go to the record's ``logs`` directory, and
+so does everything daisy and the workers write to standard error while the task runs
+(``driver.log``): the command itself ends in one line, also on Ctrl-C and on a full disk.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -16,14 +19,24 @@ from funlib.geometry import Roi
 
 from voltrain.blocks.record import BlockIsDone, BlockRecord
 from voltrain.errors import VoltrainError
+from voltrain.faults.console import stderr_into
+from voltrain.faults.os_errors import DiskFullError, describe_os_error
 
 MAX_LISTED_BLOCKS = 5
+DISK_FULL_TEXT = "No space left on device"
+FULL_HINT = "finished blocks are kept; free space and rerun the command to resume"
 
 
 class BlocksFailedError(VoltrainError):
     """Some blocks failed on every attempt; the output stays marked incomplete."""
 
     exit_code = 1
+
+
+class BlocksInterruptedError(VoltrainError):
+    """Ctrl-C stopped a blockwise run; exit code 130, as for SIGINT."""
+
+    exit_code = 130
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,14 @@ def run_task(
     previous_log_dir = daisy_logging.get_log_basedir()
     daisy_logging.set_log_basedir(record.logs_dir)
     try:
-        daisy.run_blockwise(
-            task, progress=options.progress, host=options.host, summary=False, return_states=True
-        )
+        with stderr_into(record.logs_dir / "driver.log"):
+            daisy.run_blockwise(
+                task,
+                progress=options.progress,
+                host=options.host,
+                summary=False,
+                return_states=True,
+            )
     except RuntimeError as error:  # daisy abandons a task whose workers keep crashing
         reason = str(error).strip().splitlines()[0]
         # The first line may end by introducing a traceback that the worker logs hold.
@@ -135,9 +153,37 @@ def run_stage(
     """``run_task``, then raise ``BlocksFailedError`` unless every block of ``write_rois``
     is marked done. ``block_rois`` is one block's (read ROI, write ROI)."""
     read_roi, write_roi = block_rois
-    abandoned = run_task(task_id, record, total_roi, read_roi, write_roi, process_function, options)
+    try:
+        abandoned = run_task(
+            task_id, record, total_roi, read_roi, write_roi, process_function, options
+        )
+    except KeyboardInterrupt:
+        raise BlocksInterruptedError(
+            f"--output {output}: interrupted; finished blocks are kept and a rerun of the "
+            f"command resumes (details in {record.logs_dir})"
+        ) from None
     missing = record.missing_blocks(write_rois)
     if missing:
+        raise_if_disk_full(record, output, missing)
         raise BlocksFailedError(
             failure_message(record, output, missing, len(write_rois), abandoned)
         )
+
+
+def raise_if_disk_full(record: BlockRecord, output: str, missing: list[Roi]) -> None:
+    """Raise ``DiskFullError`` if blocks failed because the output's disk is full: a block
+    recorded it, or not even a small file can be written there now."""
+    recorded = [record.failure(roi) or "" for roi in missing]
+    if any(DISK_FULL_TEXT in text for text in recorded):
+        raise DiskFullError(f"'{output}': {DISK_FULL_TEXT.lower()}; {FULL_HINT}")
+    probe = record.directory / ".space-probe"
+    try:
+        with open(probe, "wb") as file:
+            file.write(bytes(1 << 16))
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as error:
+        if isinstance(describe_os_error(error, output), DiskFullError):
+            raise DiskFullError(f"'{output}': {DISK_FULL_TEXT.lower()}; {FULL_HINT}") from None
+    finally:
+        probe.unlink(missing_ok=True)

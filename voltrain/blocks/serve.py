@@ -2,7 +2,8 @@
 
 A block whose processing raises is marked failed (the server retries it, maybe on another
 worker) and its root cause recorded; the worker goes on with the next block instead of
-paying its setup (a model, a graph) again.
+paying its setup (a model, a graph) again. After a full disk, every further write would fail
+the same way, so the worker fails the remaining blocks at once without doing their work.
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ def serve_blocks(client, record: BlockRecord, process: Callable[[Roi], None]) ->
     """
     import daisy.v2 as daisy
 
+    disk_full = False
     while True:
         with client.acquire_block() as block:
             if block is None:
                 return
+            if disk_full:
+                block.status = daisy.BlockStatus.FAILED
+                continue
             try:
                 process(block.write_roi)
             except Exception as error:
                 _report_failure(record, block, error)
                 block.status = daisy.BlockStatus.FAILED
+                disk_full = "No space left on device" in root_cause(error)
 
 
 def _report_failure(record: BlockRecord, block, error: Exception) -> None:

@@ -8,6 +8,7 @@ from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 from gunpowder.profiling import Timing
 
+from voltrain.faults.chunks import unreadable_chunk
 from voltrain.kernels.chunk_cache import ChunkCache
 
 
@@ -97,10 +98,14 @@ class ZarrSource(gp.BatchProvider):
 
     def _read(self, source: tuple[slice, ...], out: np.ndarray) -> None:
         stored = self.array._source_data
-        if self.chunk_cache is not None and hasattr(stored, "chunks"):
-            self.chunk_cache.read(id(self), stored, source, out)
-        else:
-            out[...] = stored[source]
+        try:
+            if self.chunk_cache is not None and hasattr(stored, "chunks"):
+                self.chunk_cache.read(id(self), stored, source, out)
+            else:
+                out[...] = stored[source]
+        except Exception as error:
+            # zarr's codec errors name neither the array nor the chunk
+            raise unreadable_chunk(stored, source, error) from None
 
 
 def _voxel_slices(roi: Roi, origin: Coordinate, voxel_size: Coordinate) -> tuple[slice, ...]:

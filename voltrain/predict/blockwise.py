@@ -17,15 +17,23 @@ from pathlib import Path
 import numpy as np
 from funlib.geometry import Roi
 
-from voltrain.blocks.run import BlockRunOptions, BlocksFailedError, run_stage
+from voltrain.blocks.run import (
+    BlockRunOptions,
+    BlocksFailedError,
+    BlocksInterruptedError,
+    run_stage,
+)
+from voltrain.faults.lock import DirectoryLock
+from voltrain.faults.os_errors import reporting_os_errors
 from voltrain.predict.launch import PredictionWorker
 from voltrain.predict.output import OutputStore, block_write_rois
 from voltrain.predict.plan import plan_prediction
+from voltrain.predict.spec import PredictionSpec
 
 logger = logging.getLogger(__name__)
 
 TASK_ID = "voltrain_predict"
-__all__ = ["BlocksFailedError", "PredictionResult", "predict"]
+__all__ = ["BlocksFailedError", "BlocksInterruptedError", "PredictionResult", "predict"]
 
 
 @dataclass
@@ -81,6 +89,15 @@ def predict(
     spec = plan_prediction(
         config, checkpoint, input, output, roi, device, cpu_threads, worker_command, block_shape
     )
+    # A second run on the same output would predict every block again: one run at a time.
+    lock = DirectoryLock(f"{spec.output}.lock", f"--output {spec.output}")
+    with reporting_os_errors(spec.output), lock:
+        return _predict_planned(spec, options, overwrite)
+
+
+def _predict_planned(
+    spec: PredictionSpec, options: BlockRunOptions, overwrite: bool
+) -> PredictionResult:
     store = OutputStore(spec.output)
     if store.exists() and not overwrite:
         store.check_resumable(spec)

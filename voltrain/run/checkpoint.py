@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 
 from voltrain.atomic import atomic_write
 from voltrain.errors import CheckpointError
+from voltrain.faults.os_errors import RecordingWriter
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
 BEST_NAME = "best.pt"
@@ -37,7 +39,18 @@ def atomic_save(final: Path, state: dict) -> Path:
     A process killed while writing leaves only a temporary file, never a truncated
     checkpoint under the final name.
     """
-    return atomic_write(final, lambda file: torch.save(state, file), durable=True)
+    return atomic_write(final, lambda file: _save(state, file, Path(final)), durable=True)
+
+
+def _save(state: dict, file, final: Path) -> None:
+    writer = RecordingWriter(file, final)
+    try:
+        torch.save(state, writer)
+    except RuntimeError:
+        # torch reports a failed write (a full disk) without its cause
+        if writer.error is not None:
+            raise writer.error from None
+        raise
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
@@ -74,6 +87,12 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if not zipfile.is_zipfile(path):
+        # torch would try its legacy pickle format and blame "objects other than tensors"
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or not a checkpoint: not a PyTorch zip archive "
+            "(truncated, overwritten, or another kind of file)"
+        )
     try:
         # weights_only: a checkpoint from elsewhere (weights_from) cannot run code.
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -28,6 +28,9 @@ RESUMABLE_CHANGES = (
     "trainer.validation",
     "trainer.early_stopping",
     "trainer.time_limit",
+    "trainer.peer_timeout",
+    "trainer.on_data_error",
+    "trainer.loader_restarts",
 )
 
 

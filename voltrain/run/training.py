@@ -38,6 +38,8 @@ from voltrain import distributed
 from voltrain.callbacks import Callback
 from voltrain.errors import ConfigError
 from voltrain.experiment import ExperimentConfig
+from voltrain.faults.lock import DirectoryLock
+from voltrain.faults.os_errors import check_output_directory, reporting_os_errors
 from voltrain.inference import resolve_device
 from voltrain.models.unet import build_model
 from voltrain.pictures import RunPictures
@@ -55,10 +57,14 @@ from voltrain.run.checkpoint import (
     save_checkpoint,
 )
 from voltrain.run.checkpoint_callbacks import BestValidation, CheckpointSchedule
+from voltrain.run.fallback import newest_readable_checkpoint
 from voltrain.run.resume import check_resumable
+from voltrain.run.termination import StopOnSignal, TerminatedError
 from voltrain.tensorboard import MetricsLogger, truncate_metrics
 
 logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".voltrain.lock"
 
 
 @dataclass
@@ -104,7 +110,9 @@ class TrainingRun:
     ):
         self.config = config
         self.out_dir = Path(out_dir)
-        self.device = distributed.init_from_environment(resolve_device(device))
+        self.device = distributed.init_from_environment(
+            resolve_device(device), config.trainer.peer_timeout
+        )
         self.is_main = distributed.is_main()
         torch.manual_seed(config.trainer.seed)
         self.task = config.task.build()
@@ -119,6 +127,8 @@ class TrainingRun:
         self.until: int | None = None
         self.metrics_logger = MetricsLogger(self.out_dir)
         self.checkpointed_iteration: int | None = None
+        # Rank 0 holds it from the first look into the run directory until the run ends.
+        self.lock = DirectoryLock(self.out_dir / LOCK_NAME, f"--out {self.out_dir}")
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -139,6 +149,12 @@ class TrainingRun:
     def prepare(self, resume: bool, until: int | None = None) -> None:
         """Check config, data and checkpoint, then create the run directory or restore the
         latest checkpoint. ``until`` overrides the iteration to train up to."""
+        if self.is_main:
+            check_output_directory(self.out_dir, "--out")
+        if self.is_main and self.out_dir.is_dir():
+            self.lock.acquire()
+        elif self.is_main and resume:
+            logger.warning("--resume: %s does not exist; starting a new run", self.out_dir)
         # Rank 0 picks the checkpoint, so every rank restores the same one.
         existing = distributed.broadcast_object(
             latest_checkpoint(self.checkpoint_dir) if self.is_main else None
@@ -148,7 +164,13 @@ class TrainingRun:
                 f"--out {self.out_dir}: already holds checkpoints; pass --resume to continue "
                 "that run or choose another directory"
             )
-        state = load_checkpoint(existing) if existing is not None else None
+        state = None
+        if existing is not None:
+            # A corrupt newest checkpoint is passed over for the newest readable one.
+            if self.is_main:
+                existing, state = newest_readable_checkpoint(self.checkpoint_dir)
+            existing = distributed.broadcast_object(existing)
+            state = state if state is not None else load_checkpoint(existing)
         if state is not None:
             self._check_resumable(state, existing)
         self.trainer.build_batch_provider(
@@ -157,8 +179,10 @@ class TrainingRun:
         self._prepare_validation()
         start = int(state["iteration"]) if state is not None else 0
         self.set_until(until if until is not None else self._target(start))
+        self.trainer.check_first_sample(start)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
             (self.out_dir / "config.yaml").write_text(self.config.to_yaml())
         if state is not None:
             self.restore(existing, state)
@@ -371,9 +395,20 @@ def train(
     """Train ``config`` in ``out_dir`` up to iteration ``iterations`` (default: from
     ``trainer.steps`` or ``trainer.max_steps``). Under torchrun, every rank calls it; the
     process group is left at the end."""
+    run = None
+    stop = StopOnSignal()
     try:
-        run = TrainingRun(config, Path(out_dir), device, callbacks)
-        run.prepare(resume, until=iterations)
-        return run.train(progress=progress)
+        with stop, reporting_os_errors(Path(out_dir)):
+            run = TrainingRun(config, Path(out_dir), device, [*callbacks, stop])
+            run.prepare(resume, until=iterations)
+            result = run.train(progress=progress)
     finally:
+        if run is not None:
+            run.lock.release()
         distributed.teardown()
+    if stop.received:
+        raise TerminatedError(
+            f"stopped by SIGTERM at iteration {result.iteration}; checkpoint "
+            f"{result.checkpoint} written, --resume continues from it"
+        )
+    return result

@@ -108,6 +108,7 @@ class Trainer(ABC):
         self._pending_state: dict | None = None
         self._reported_skips = 0
         self._stop_votes = False
+        self.data_errors = 0
 
     @property
     def rank(self) -> int:
@@ -146,6 +147,10 @@ class Trainer(ABC):
         """The first sample's arrays by name (``voltrain.run.snapshot.SnapshotArray``) for a
         snapshot of this step, or None for a trainer that does not snapshot."""
         return None
+
+    def check_first_sample(self, start_iteration: int) -> None:  # noqa: B027
+        """Draw the run's first sample to check data and sampling before anything is
+        written (trainers whose samples can fail)."""
 
     def __enter__(self) -> Trainer:
         if self.until is None:
@@ -198,6 +203,7 @@ class Trainer(ABC):
                 amp_skipped_steps_tensor=engine.amp_skipped_steps.clone(),
                 batch_size=self.batch_size,
                 snapshot=self.snapshot_arrays(batch, result) if snapshot_due else None,
+                data_errors=self.data_errors,
             )
             stats.validation = self._validate_if_due(model, engine)
             stats.log_due = self.iteration % self.config.log_every == 0 or (
@@ -290,6 +296,7 @@ class Trainer(ABC):
             "step": engine,
             "lr_schedule": self._schedule().state_dict(),
             "reported_skips": self._reported_skips,
+            "data_errors": self.data_errors,
             "callbacks": {
                 c.state_key: c.state_dict() for c in self.callbacks if c.state_key is not None
             },
@@ -305,6 +312,7 @@ class Trainer(ABC):
         else:
             self._pending_state = state["step"]
         self._reported_skips = state.get("reported_skips", 0)
+        self.data_errors = state.get("data_errors", 0)
         saved = state.get("callbacks", {})
         for callback in self.callbacks:
             if callback.state_key in saved:

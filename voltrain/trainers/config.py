@@ -109,6 +109,8 @@ class TrainerConfig(StrictModel):
         validation: the validation mode and the metric that picks the best checkpoint.
         early_stopping: stop when a validation metric stops improving (None: never).
         time_limit: stop training after this many seconds (None: no limit).
+        peer_timeout: under torchrun, seconds to wait for the other ranks to join before
+            giving up with an error.
     """
 
     type: str
@@ -135,6 +137,7 @@ class TrainerConfig(StrictModel):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     early_stopping: EarlyStoppingConfig | None = None
     time_limit: float | None = Field(None, gt=0)
+    peer_timeout: float = Field(300.0, gt=0)
 
     @field_validator("input_shape")
     @classmethod

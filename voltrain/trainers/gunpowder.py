@@ -15,10 +15,12 @@ from torch.utils.data import DataLoader
 from voltrain.augments.base import AugmentConfig, parse_augments
 from voltrain.data import DatasetConfig, open_array, raw_channels
 from voltrain.errors import ConfigError, VoltrainError, recover_voltrain_error
+from voltrain.faults.data_errors import draw_sample
 from voltrain.inference import InputConfig, IntensityMap
 from voltrain.io.write import source_units
 from voltrain.kernels.torch_deform import deform_raw
 from voltrain.loader import make_loader
+from voltrain.loader_restart import RestartingLoader
 from voltrain.pipeline import (
     DEFAULT_CHUNK_CACHE_MB,
     TrainingPipeline,
@@ -28,6 +30,7 @@ from voltrain.pipeline import (
 )
 from voltrain.profiling import StageProfile, profiling_enabled
 from voltrain.run.snapshot import SnapshotArray, SnapshotSchedule
+from voltrain.seeding import sample_seed
 from voltrain.trainers.base import Trainer, TrainingBatch
 from voltrain.trainers.config import TrainerConfig
 from voltrain.trainers.step import StepResult
@@ -56,6 +59,10 @@ class GunpowderTrainerConfig(TrainerConfig):
         chunk_cache_mb: MiB of decoded zarr chunks each loader worker keeps (0: none).
         deform_on_device: resample raw on the training device (a GPU) instead of in the
             loader workers, which then only read and crop.
+        on_data_error: ``fail`` stops at an unreadable chunk; ``skip`` draws the sample
+            again with a derived seed and counts it (``data_errors`` in metrics.jsonl).
+        loader_restarts: times a loader whose worker died is restarted (from the current
+            iteration, with the same batches) before the run gives up.
     """
 
     type: Literal["gunpowder"] = "gunpowder"
@@ -70,6 +77,8 @@ class GunpowderTrainerConfig(TrainerConfig):
     fuse_augments: bool = True
     chunk_cache_mb: float = Field(DEFAULT_CHUNK_CACHE_MB, ge=0)
     deform_on_device: bool = False
+    on_data_error: Literal["fail", "skip"] = "fail"
+    loader_restarts: int = Field(3, ge=0)
 
     @field_validator("augments", mode="before")
     @classmethod
@@ -140,8 +149,8 @@ class GunpowderTrainer(Trainer):
         self.input_channels: int | None = None
         self.pipeline: TrainingPipeline | None = None
         self.snapshot_container: Path | None = None
-        self._loader_iterator = None
-        self._loader_iteration: int | None = None
+        # the loader of training batches, restarted when a worker dies
+        self.batches: RestartingLoader | None = None
         if profiling_enabled():
             self.stage_profile = StageProfile()
 
@@ -189,6 +198,15 @@ class GunpowderTrainer(Trainer):
         interval = self.config.snapshot_interval
         if self.snapshot_container is not None and interval > 0:
             self.add_callback(SnapshotSchedule(self.snapshot_container, interval))
+
+    def check_first_sample(self, start_iteration: int) -> None:
+        """Draw the first sample of the run here, so that a ``min_masked`` that only fails
+        after augmentation, or unreadable data, is reported before the run directory is
+        written. Without loader workers the graph built here is the one that trains."""
+        seed = sample_seed(self.config.seed, start_iteration, 0, self.rank)
+        draw_sample(self.pipeline, seed, self.config.on_data_error, self.pipeline.max_attempts)
+        if self.config.num_data_fetchers > 0:
+            self.pipeline.teardown()
 
     def build_validation_provider(self, datasets, model, task, device) -> None:
         """Validate every ``validation_interval`` iterations on ``datasets``: on
@@ -243,12 +261,8 @@ class GunpowderTrainer(Trainer):
             self._stop_loader()
 
     def _stop_loader(self) -> None:
-        if self._loader_iterator is not None:
-            shutdown = getattr(self._loader_iterator, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-            self._loader_iterator = None
-            self._loader_iteration = None
+        if self.batches is not None:
+            self.batches.close()
 
     def loader(self, start_iteration: int, pin_memory: bool = False) -> DataLoader:
         """The loader of this rank's batches from iteration ``start_iteration + 1`` on.
@@ -265,16 +279,17 @@ class GunpowderTrainer(Trainer):
             pin_memory=pin_memory,
             timeout=self.config.data_timeout,
             rank=self.rank,
+            on_data_error=self.config.on_data_error,
         )
 
     def _next_batch(self, device: torch.device) -> dict:
-        if self._loader_iterator is None or self._loader_iteration != self.iteration:
-            self._stop_loader()
-            loader = self.loader(self.iteration, pin_memory=device.type == "cuda")
-            self._loader_iterator = iter(loader)
-            self._loader_iteration = self.iteration
+        if self.batches is None:
+            pin_memory = device.type == "cuda"
+            self.batches = RestartingLoader(
+                lambda start: self.loader(start, pin_memory), self.config.loader_restarts
+            )
         try:
-            batch = next(self._loader_iterator)
+            batch = self.batches.next_batch(self.iteration)
         except VoltrainError as error:
             # A worker's error arrives with the worker's traceback as its message.
             raise (recover_voltrain_error(error) or error) from None
@@ -285,7 +300,8 @@ class GunpowderTrainer(Trainer):
                     f"{self.config.data_timeout:g} s at iteration {self.iteration}"
                 ) from None
             raise
-        self._loader_iteration += 1
+        if "data_errors" in batch:
+            self.data_errors += int(batch["data_errors"].sum())
         if self.stage_profile is not None and "stage_ms" in batch:
             self.stage_profile.add(batch["stage_ms"].numpy())
         return batch

@@ -27,6 +27,8 @@ class TrainingIterationStats:
         validation: validation results when this iteration validated, else None.
         snapshot: when a callback asked for it (``Callback.wants_snapshot``), the first
             sample's arrays by name (``voltrain.run.snapshot.SnapshotArray``), else None.
+        data_errors: sample draws so far that met an unreadable chunk and were redrawn
+            (``trainer.on_data_error: skip``); in the row only once there are some.
     """
 
     iteration: int
@@ -42,6 +44,7 @@ class TrainingIterationStats:
     log_due: bool = False
     validation: dict[str, float] | None = None
     snapshot: dict[str, Any] | None = field(default=None, repr=False)
+    data_errors: int = 0
 
     @property
     def loss(self) -> float:
@@ -84,6 +87,8 @@ class TrainingIterationStats:
             "skipped_steps": self.skipped_steps,
             "amp_skipped_steps": self.amp_skipped_steps,
         }
+        if self.data_errors:
+            row["data_errors"] = self.data_errors
         if self.validation:
             row.update(self.validation)
         return row
