@@ -15,6 +15,10 @@ __all__ = list(_PUBLIC)
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: the trainers import this package's snapshot writer.
+    if name == "RunResult":
+        from voltrain.run.result import RunResult
+
+        return RunResult
     if name in _PUBLIC:
         from voltrain.run import training
 

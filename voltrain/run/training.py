@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -58,6 +57,7 @@ from voltrain.run.checkpoint import (
 )
 from voltrain.run.checkpoint_callbacks import BestValidation, CheckpointSchedule
 from voltrain.run.fallback import newest_readable_checkpoint
+from voltrain.run.result import RunResult
 from voltrain.run.resume import check_resumable
 from voltrain.run.termination import StopOnSignal, TerminatedError
 from voltrain.tensorboard import MetricsLogger, truncate_metrics
@@ -65,21 +65,6 @@ from voltrain.tensorboard import MetricsLogger, truncate_metrics
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".voltrain.lock"
-
-
-@dataclass
-class RunResult:
-    """Where a run left its outputs and how it ended."""
-
-    out_dir: Path
-    iteration: int
-    last_loss: float | None
-    checkpoint: Path | None
-    snapshots: Path
-    best_checkpoint: Path | None = None
-    stopped_early: bool = False
-    is_main: bool = True
-    profile_table: str | None = None
 
 
 def config_hash(config: ExperimentConfig) -> str:
