@@ -50,8 +50,8 @@ HELDOUT_SEED_OFFSET = 1_000_003
 ORGANELLE_MARGIN_NM = 16.0
 
 CELL_SIZE_NM = 200.0  # mean distance between cell centres
-WARP_FRACTION = 0.2
-MIN_PIECE_NM = 40.0  # warped pieces of a cell smaller than this cube join their neighbour  # boundary displacement, as a fraction of the cell size
+WARP_FRACTION = 0.2  # boundary displacement, as a fraction of the cell size
+MIN_PIECE_NM = 40.0  # warped pieces of a cell smaller than this cube join their neighbour
 CYTOPLASM_RANGE = (0.58, 0.8)  # mean brightness of a cell, of full scale
 TEXTURE_NM, TEXTURE_AMPLITUDE = 10.0, 0.05
 MEMBRANE_HALF_WIDTH_NM = (4.0, 12.0)
