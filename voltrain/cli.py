@@ -73,7 +73,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from voltrain.demo import run_demo
+    from voltrain.demo import run_demo, score_demo
+    from voltrain.scoring import format_scores
 
     if args.size < 48:
         raise VoltrainError(f"--size must be at least 48 voxels, got {args.size}")
@@ -87,6 +88,8 @@ def _demo(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     _report(result)
+    print("\nscoring the held-out volume (predict, segment, evaluate) ...", flush=True)
+    print(format_scores(score_demo(args.out, result, device=args.device)))
 
 
 def _add_predict_parsers(commands) -> None:

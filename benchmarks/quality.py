@@ -1,0 +1,159 @@
+"""Does training help? Segmentation quality of a trained model against no learning (not a test).
+
+Generates a synthetic EM training volume and a held-out volume drawn with another seed
+(``voltrain.synthetic_em``), trains the reference model (the demo config: U-Net, affinities,
+full augment list) for a fixed number of iterations, and the same model without augments;
+predicts the held-out volume with each (``voltrain.predict``), segments the affinities
+(``voltrain.segment.segment_array``) at several thresholds and scores them against the
+held-out labels (``voltrain.evaluate``). The no-learning baseline goes through the same
+segmentation: affinities from raw intensity (``voltrain.baseline``). Prints VOI split,
+merge and sum and ARAND at each row's best threshold, and writes ``quality.json``.
+
+    python benchmarks/quality.py [--out DIR] [--device cpu|cuda] [--iterations N]
+        [--variant isotropic|anisotropic] [--size N]
+
+On the CPU the default budget is small (300 iterations, about 20 minutes on two idle
+cores); with ``--device cuda`` it is 3000 iterations, enough to converge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import yaml
+from funlib.persistence import open_ds
+
+from voltrain.experiment import load_config
+from voltrain.predict import predict
+from voltrain.run import train
+from voltrain.scoring import DEFAULT_THRESHOLDS, compare_with_baseline, format_scores
+from voltrain.synthetic_em import make_em_pair
+
+ITERATIONS = {"cpu": 300, "cuda": 3000}
+# Without augments only the fixed intensity map stays, so both runs see the same raw range.
+KEPT_WITHOUT_AUGMENTS = {"intensity_scale_shift"}
+
+
+def experiment_config(train_container: Path, augments: bool, iterations: int, device: str) -> dict:
+    """The demo config trained on the synthetic EM training volume."""
+    config = yaml.safe_load(files("voltrain").joinpath("demo.yaml").read_text())
+    config["data"]["train"] = [
+        {
+            "name": "synthetic_em",
+            "raw": str(train_container / "raw"),
+            "gt": str(train_container / "labels"),
+            "mask": str(train_container / "mask"),
+        }
+    ]
+    trainer = config["trainer"]
+    trainer.pop("steps", None)
+    trainer["max_steps"] = iterations
+    trainer["snapshot_interval"] = 0
+    trainer["checkpoint_interval"] = 0
+    trainer["log_every"] = min(50, iterations)
+    trainer["num_data_fetchers"] = 1 if device == "cpu" else 4
+    if not augments:
+        trainer["augments"] = [a for a in trainer["augments"] if a["type"] in KEPT_WITHOUT_AUGMENTS]
+    return config
+
+
+def train_and_predict(
+    name: str, config: dict, out: Path, heldout_raw: str, device: str
+) -> tuple[str, float, float]:
+    """Train ``config`` in ``out/name``, predict the held-out raw; return the output path."""
+    run_dir = out / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    start = time.perf_counter()
+    result = train(load_config(config_path), run_dir / "run", device=device, progress=False)
+    train_seconds = time.perf_counter() - start
+    print(
+        f"{name}: trained {result.iteration} iterations in {train_seconds:.0f} s, "
+        f"last loss {result.last_loss:.4f}",
+        flush=True,
+    )
+    affinities = str(run_dir / "heldout.zarr" / "affinities")
+    start = time.perf_counter()
+    predict(
+        config_path,
+        result.checkpoint,
+        heldout_raw,
+        affinities,
+        workers=1 if device == "cpu" else 1,
+        device=device,
+        overwrite=True,
+        progress=False,
+    )
+    return affinities, train_seconds, time.perf_counter() - start
+
+
+def read(path: str):
+    dataset = open_ds(path)
+    return dataset[dataset.roi], dataset.voxel_size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="working directory (default: a new temporary one)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--iterations", type=int, help="per training run (default: by device)")
+    parser.add_argument("--variant", default="isotropic", choices=["isotropic", "anisotropic"])
+    parser.add_argument("--size", type=int, nargs=3, help="volume shape z y x (default: variant's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training volume")
+    args = parser.parse_args()
+    if args.device == "cpu":
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+    iterations = args.iterations or ITERATIONS[args.device]
+    out = Path(args.out or tempfile.mkdtemp(prefix="voltrain-quality-"))
+    print(f"working in {out}", flush=True)
+
+    train_volume, heldout = make_em_pair(out / "data", args.variant, args.size, args.seed)
+    heldout_raw = str(heldout.container / heldout.raw)
+    runs = {}
+    timings = {}
+    for name, augments in (("trained", True), ("trained without augments", False)):
+        config = experiment_config(train_volume.container, augments, iterations, args.device)
+        slug = name.replace(" ", "_")
+        affinities, train_s, predict_s = train_and_predict(
+            slug, config, out, heldout_raw, args.device
+        )
+        runs[name] = read(affinities)[0]
+        timings[name] = {"train_seconds": train_s, "predict_seconds": predict_s}
+
+    raw, voxel_size = read(heldout_raw)
+    gt, _ = read(str(heldout.container / heldout.labels))
+    neighborhood = config["task"]["neighborhood"]
+    rows = compare_with_baseline(runs, raw, gt, voxel_size, neighborhood, DEFAULT_THRESHOLDS)
+    print(
+        f"\nheld-out volume {tuple(heldout.shape)} at {tuple(heldout.voxel_size)} nm, "
+        f"{iterations} iterations per training run, device {args.device}:\n"
+    )
+    print(format_scores(rows))
+    report = {
+        "iterations": iterations,
+        "device": args.device,
+        "variant": args.variant,
+        "shape": list(heldout.shape),
+        "timings": timings,
+        "scores": {
+            name: {
+                "best_threshold": scores.best_threshold,
+                **scores.best,
+                "by_threshold": {str(t): s for t, s in scores.by_threshold.items()},
+            }
+            for name, scores in rows.items()
+        },
+    }
+    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {out / 'quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
