@@ -32,10 +32,11 @@ from funlib.persistence import open_ds
 from voltrain.experiment import load_config
 from voltrain.predict import predict
 from voltrain.run import train
-from voltrain.scoring import DEFAULT_THRESHOLDS, compare_with_baseline, format_scores
+from voltrain.scoring import compare_with_baseline, format_scores
 from voltrain.synthetic_em import make_em_pair
 
 ITERATIONS = {"cpu": 300, "cuda": 3000}
+RUNS = {"trained": True, "trained_without_augments": False}  # name: with augments
 # Without augments only the fixed intensity map stays, so both runs see the same raw range.
 KEPT_WITHOUT_AUGMENTS = {"intensity_scale_shift"}
 
@@ -66,13 +67,20 @@ def experiment_config(train_container: Path, augments: bool, iterations: int, de
 def train_and_predict(
     name: str, config: dict, out: Path, heldout_raw: str, device: str
 ) -> tuple[str, float, float]:
-    """Train ``config`` in ``out/name``, predict the held-out raw; return the output path."""
+    """Train ``config`` in ``out/name`` and predict the held-out raw with it.
+
+    Returns the affinities' path and the seconds spent training and predicting. A finished
+    run and a complete prediction from the same checkpoint are reused.
+    """
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     start = time.perf_counter()
-    result = train(load_config(config_path), run_dir / "run", device=device, progress=False)
+    # resume=True: a rerun in the same --out reuses finished runs and continues killed ones
+    result = train(
+        load_config(config_path), run_dir / "run", device=device, resume=True, progress=False
+    )
     train_seconds = time.perf_counter() - start
     print(
         f"{name}: trained {result.iteration} iterations in {train_seconds:.0f} s, "
@@ -86,12 +94,17 @@ def train_and_predict(
         result.checkpoint,
         heldout_raw,
         affinities,
-        workers=1 if device == "cpu" else 1,
         device=device,
-        overwrite=True,
         progress=False,
     )
     return affinities, train_seconds, time.perf_counter() - start
+
+
+def em_pair(directory: Path, variant: str, shape, seed: int) -> tuple[Path, Path]:
+    """The training and held-out containers, generated unless a previous run left them."""
+    if not (directory / "heldout.zarr" / "organelles").exists():
+        make_em_pair(directory, variant, shape, seed)
+    return directory / "train.zarr", directory / "heldout.zarr"
 
 
 def read(path: str):
@@ -107,6 +120,12 @@ def main() -> None:
     parser.add_argument("--variant", default="isotropic", choices=["isotropic", "anisotropic"])
     parser.add_argument("--size", type=int, nargs=3, help="volume shape z y x (default: variant's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the training volume")
+    parser.add_argument(
+        "--only",
+        choices=sorted(RUNS),
+        help="only train and predict this run (e.g. one per machine; a later run in the same "
+        "--out reuses it)",
+    )
     args = parser.parse_args()
     if args.device == "cpu":
         os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -114,25 +133,26 @@ def main() -> None:
     out = Path(args.out or tempfile.mkdtemp(prefix="voltrain-quality-"))
     print(f"working in {out}", flush=True)
 
-    train_volume, heldout = make_em_pair(out / "data", args.variant, args.size, args.seed)
-    heldout_raw = str(heldout.container / heldout.raw)
-    runs = {}
-    timings = {}
-    for name, augments in (("trained", True), ("trained without augments", False)):
-        config = experiment_config(train_volume.container, augments, iterations, args.device)
-        slug = name.replace(" ", "_")
+    train_container, heldout = em_pair(out / "data", args.variant, args.size, args.seed)
+    heldout_raw = str(heldout / "raw")
+    runs, timings = {}, {}
+    for name, augments in RUNS.items():
+        if args.only and name != args.only:
+            continue
+        config = experiment_config(train_container, augments, iterations, args.device)
         affinities, train_s, predict_s = train_and_predict(
-            slug, config, out, heldout_raw, args.device
+            name, config, out, heldout_raw, args.device
         )
-        runs[name] = read(affinities)[0]
+        runs[name.replace("_", " ")] = read(affinities)[0]
         timings[name] = {"train_seconds": train_s, "predict_seconds": predict_s}
-
+    if args.only:
+        return
     raw, voxel_size = read(heldout_raw)
-    gt, _ = read(str(heldout.container / heldout.labels))
+    gt, _ = read(str(heldout / "labels"))
     neighborhood = config["task"]["neighborhood"]
-    rows = compare_with_baseline(runs, raw, gt, voxel_size, neighborhood, DEFAULT_THRESHOLDS)
+    rows = compare_with_baseline(runs, raw, gt, voxel_size, neighborhood)
     print(
-        f"\nheld-out volume {tuple(heldout.shape)} at {tuple(heldout.voxel_size)} nm, "
+        f"\nheld-out volume {gt.shape} at {tuple(voxel_size)} nm, "
         f"{iterations} iterations per training run, device {args.device}:\n"
     )
     print(format_scores(rows))
@@ -140,13 +160,18 @@ def main() -> None:
         "iterations": iterations,
         "device": args.device,
         "variant": args.variant,
-        "shape": list(heldout.shape),
+        "shape": list(gt.shape),
         "timings": timings,
         "scores": {
             name: {
-                "best_threshold": scores.best_threshold,
+                "fragment_bias": scores.best_setting[0],
+                "threshold": scores.best_setting[1],
                 **scores.best,
-                "by_threshold": {str(t): s for t, s in scores.by_threshold.items()},
+                "seconds": scores.seconds,
+                "by_setting": [
+                    {"fragment_bias": bias, "threshold": threshold, **result}
+                    for (bias, threshold), result in scores.by_setting.items()
+                ],
             }
             for name, scores in rows.items()
         },

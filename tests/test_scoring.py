@@ -22,16 +22,30 @@ def perfect_affinities(gt: np.ndarray) -> np.ndarray:
     return affinities
 
 
-def test_perfect_affinities_score_zero_voi_at_every_middle_threshold():
+def test_perfect_affinities_score_zero_voi_and_every_setting_is_scored():
     gt = slabs()
-    scores = score_affinities(perfect_affinities(gt), gt, NEIGHBORHOOD, (0.3, 0.5, 0.7))
+    scores = score_affinities(
+        perfect_affinities(gt), gt, NEIGHBORHOOD, (0.3, 0.5, 0.7), fragment_biases=(0.5, 0.7)
+    )
     assert scores.best["voi"] < 1e-9 and scores.best["arand"] < 1e-9
-    assert set(scores.by_threshold) == {0.3, 0.5, 0.7}
+    assert set(scores.by_setting) == {(b, t) for b in (0.5, 0.7) for t in (0.3, 0.5, 0.7)}
+    for result in scores.by_setting.values():
+        assert result["voi"] < 1e-9
+
+
+def test_the_best_setting_is_the_one_with_the_lowest_voi():
+    gt = slabs()
+    rng = np.random.default_rng(0)
+    noisy = np.clip(perfect_affinities(gt) + rng.normal(0, 0.3, (3, *gt.shape)), 0, 1)
+    scores = score_affinities(noisy.astype(np.float32), gt, NEIGHBORHOOD, (0.2, 0.5, 0.8))
+    assert scores.best == min(scores.by_setting.values(), key=lambda s: s["voi"])
+    assert scores.best is scores.by_setting[scores.best_setting]
 
 
 def test_all_connected_affinities_are_one_merge():
     gt = slabs()
-    scores = score_affinities(np.ones((3, *gt.shape), np.float32), gt, NEIGHBORHOOD, (0.5,))
+    ones = np.ones((3, *gt.shape), np.float32)
+    scores = score_affinities(ones, gt, NEIGHBORHOOD, (0.5,), fragment_biases=(0.5,))
     assert scores.best["voi_split"] < 1e-9
     assert scores.best["voi_merge"] > 1.9  # log2(4): four equal slabs in one segment
 

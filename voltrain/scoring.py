@@ -1,9 +1,11 @@
 """Score affinities the way a connectomics user judges them: segment, then count errors.
 
-``score_affinities`` segments (C, z, y, x) affinities at several agglomeration thresholds
-with ``voltrain.segment.segment_array`` and scores each segmentation against ground truth
-with ``voltrain.evaluate.evaluate_segmentation``; the threshold with the lowest VOI (split +
-merge) is reported, as DaCapo's post-processing sweep does. ``compare_with_baseline`` scores a
+``score_affinities`` segments (C, z, y, x) affinities with ``voltrain.segment.segment_array``
+for every pair of fragment bias and agglomeration threshold, and scores each segmentation
+against ground truth with ``voltrain.evaluate.evaluate_segmentation``; the pair with the
+lowest VOI (split + merge) is reported, as DaCapo's post-processing parameter sweep does.
+Every set of affinities gets the same sweep, so none is favoured by the choice of
+parameters. ``compare_with_baseline`` scores a
 trained model's affinities beside the no-learning baseline's (``voltrain.baseline``) on the
 same volume, and ``format_scores`` prints them as one table. The demo and
 ``benchmarks/quality.py`` report through them.
@@ -19,26 +21,29 @@ import numpy as np
 
 from voltrain.baseline import intensity_affinities
 from voltrain.evaluate import evaluate_segmentation
-from voltrain.segment import segment_array
+from voltrain.segment import SegmentConfig, segment_array
 
 DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+# The mutex watershed's bias decides how readily fragments grow across weak boundaries;
+# which value suits depends on how the affinities are calibrated, so it is swept too.
+DEFAULT_FRAGMENT_BIASES = (0.5, 0.7, 0.9)
 BASELINE_NAME = "no learning (raw intensity)"
 
 
 @dataclass
 class Scores:
-    """The scores of one set of affinities: the best threshold's, and all thresholds'.
+    """The scores of one set of affinities: the best setting's, and every setting's.
 
     Args:
-        best_threshold: the threshold with the lowest VOI.
-        best: ``evaluate_segmentation``'s dict at that threshold.
-        by_threshold: that dict for every threshold tried.
+        best_setting: the (fragment bias, threshold) with the lowest VOI.
+        best: ``evaluate_segmentation``'s dict at that setting.
+        by_setting: that dict for every (fragment bias, threshold) tried.
         seconds: time spent segmenting and scoring.
     """
 
-    best_threshold: float
+    best_setting: tuple[float, float]
     best: dict
-    by_threshold: dict[float, dict] = field(default_factory=dict)
+    by_setting: dict[tuple[float, float], dict] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -48,21 +53,19 @@ def score_affinities(
     neighborhood: Sequence[Sequence[int]],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     mask: np.ndarray | None = None,
+    fragment_biases: Sequence[float] = DEFAULT_FRAGMENT_BIASES,
 ) -> Scores:
-    """Segment ``affinities`` at every threshold and score each against ``gt``."""
+    """Segment ``affinities`` with every fragment bias and threshold; score each on ``gt``."""
     start = time.perf_counter()
-    segmentations = segment_array(affinities, neighborhood, thresholds, mask=mask)
-    by_threshold = {
-        float(threshold): evaluate_segmentation(segmentation, gt, mask)
-        for threshold, segmentation in segmentations.items()
-    }
-    best_threshold = min(by_threshold, key=lambda t: by_threshold[t]["voi"])
-    return Scores(
-        best_threshold,
-        by_threshold[best_threshold],
-        by_threshold,
-        time.perf_counter() - start,
-    )
+    by_setting = {}
+    for bias in fragment_biases:
+        config = SegmentConfig(block_shape=None, fragment_bias=bias)
+        segmentations = segment_array(affinities, neighborhood, thresholds, mask, config)
+        for threshold, segmentation in segmentations.items():
+            scores = evaluate_segmentation(segmentation, gt, mask)
+            by_setting[(float(bias), float(threshold))] = scores
+    best_setting = min(by_setting, key=lambda setting: by_setting[setting]["voi"])
+    return Scores(best_setting, by_setting[best_setting], by_setting, time.perf_counter() - start)
 
 
 def compare_with_baseline(
@@ -73,28 +76,32 @@ def compare_with_baseline(
     neighborhood: Sequence[Sequence[int]],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     mask: np.ndarray | None = None,
+    fragment_biases: Sequence[float] = DEFAULT_FRAGMENT_BIASES,
 ) -> dict[str, Scores]:
     """Scores of each named model's affinities and of the no-learning baseline, in order."""
+    sweep = {"thresholds": thresholds, "mask": mask, "fragment_biases": fragment_biases}
     rows = {
-        name: score_affinities(affinities, gt, neighborhood, thresholds, mask)
+        name: score_affinities(affinities, gt, neighborhood, **sweep)
         for name, affinities in model_affinities.items()
     }
     baseline = intensity_affinities(raw, neighborhood, voxel_size)
-    rows[BASELINE_NAME] = score_affinities(baseline, gt, neighborhood, thresholds, mask)
+    rows[BASELINE_NAME] = score_affinities(baseline, gt, neighborhood, **sweep)
     return rows
 
 
 def format_scores(rows: Mapping[str, Scores]) -> str:
-    """A Markdown table: VOI split, merge and sum, ARAND, and the best threshold per row."""
+    """A Markdown table: VOI split, merge and sum, ARAND, and each row's best setting."""
     name_width = max(len("affinities"), *(len(name) for name in rows))
     lines = [
-        f"| {'affinities':<{name_width}} | VOI split | VOI merge | VOI | ARAND | threshold |",
-        f"|{'-' * (name_width + 2)}|---:|---:|---:|---:|---:|",
+        f"| {'affinities':<{name_width}} | VOI split | VOI merge | VOI | ARAND "
+        "| fragment bias | threshold |",
+        f"|{'-' * (name_width + 2)}|---:|---:|---:|---:|---:|---:|",
     ]
     for name, scores in rows.items():
         best = scores.best
         lines.append(
             f"| {name:<{name_width}} | {best['voi_split']:.3f} | {best['voi_merge']:.3f} "
-            f"| {best['voi']:.3f} | {best['arand']:.3f} | {scores.best_threshold:g} |"
+            f"| {best['voi']:.3f} | {best['arand']:.3f} | {scores.best_setting[0]:g} "
+            f"| {scores.best_setting[1]:g} |"
         )
     return "\n".join(lines)
