@@ -56,7 +56,8 @@ def experiment_config(train_container: Path, augments: bool, iterations: int, de
     trainer.pop("steps", None)
     trainer["max_steps"] = iterations
     trainer["snapshot_interval"] = 0
-    trainer["checkpoint_interval"] = 0
+    # checkpoints along the way: a stopped benchmark resumes, or scores an earlier budget
+    trainer["checkpoint_interval"] = 50
     trainer["log_every"] = min(50, iterations)
     trainer["num_data_fetchers"] = 1 if device == "cpu" else 4
     if not augments:
