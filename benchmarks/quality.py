@@ -113,6 +113,30 @@ def read(path: str):
     return dataset[dataset.roi], dataset.voxel_size
 
 
+def quality_report(rows, timings, iterations, device, variant, shape) -> dict:
+    """What ``quality.json`` holds: the setup, the timings and every setting's scores."""
+    return {
+        "iterations": iterations,
+        "device": device,
+        "variant": variant,
+        "shape": list(shape),
+        "timings": timings,
+        "scores": {
+            name: {
+                "fragment_bias": scores.best_setting[0],
+                "threshold": scores.best_setting[1],
+                **scores.best,
+                "seconds": scores.seconds,
+                "by_setting": [
+                    {"fragment_bias": bias, "threshold": threshold, **result}
+                    for (bias, threshold), result in scores.by_setting.items()
+                ],
+            }
+            for name, scores in rows.items()
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="working directory (default: a new temporary one)")
@@ -157,26 +181,7 @@ def main() -> None:
         f"{iterations} iterations per training run, device {args.device}:\n"
     )
     print(format_scores(rows))
-    report = {
-        "iterations": iterations,
-        "device": args.device,
-        "variant": args.variant,
-        "shape": list(gt.shape),
-        "timings": timings,
-        "scores": {
-            name: {
-                "fragment_bias": scores.best_setting[0],
-                "threshold": scores.best_setting[1],
-                **scores.best,
-                "seconds": scores.seconds,
-                "by_setting": [
-                    {"fragment_bias": bias, "threshold": threshold, **result}
-                    for (bias, threshold), result in scores.by_setting.items()
-                ],
-            }
-            for name, scores in rows.items()
-        },
-    }
+    report = quality_report(rows, timings, iterations, args.device, args.variant, gt.shape)
     (out / "quality.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten {out / 'quality.json'}")
 

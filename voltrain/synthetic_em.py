@@ -138,15 +138,10 @@ def make_em_volume(
         mask = smooth_blob_mask(shape_c, mask_fraction, rng)
     else:
         mask = np.ones(tuple(shape_c), dtype=np.uint8)
-
-    sections = rng.choice(np.arange(1, shape_c[0] - 1), missing_sections + shifted_sections, False)
-    missing, shifted = sorted(sections[:missing_sections]), sorted(sections[missing_sections:])
-    for z in shifted:
-        shift_section([raw, labels, mask, organelles], int(z), voxel_size_nm, rng)
-    raw[missing] = 0
+    arrays = {"raw": raw, "labels": labels, "mask": mask, "organelles": organelles}
+    missing, shifted = add_defects(arrays, missing_sections, shifted_sections, voxel_size_nm, rng)
 
     container = Path(container)
-    arrays = {"raw": raw, "labels": labels, "mask": mask, "organelles": organelles}
     write_datasets(container, arrays, voxel_size_c, offset_c, chunk_c, zarr_format)
     volume = EmVolume(
         container=container,
@@ -158,8 +153,8 @@ def make_em_volume(
         offset=offset_c,
         mask_coverage=float(mask.mean()),
         seed=seed,
-        missing_sections=tuple(int(z) for z in missing),
-        shifted_sections=tuple(int(z) for z in shifted),
+        missing_sections=missing,
+        shifted_sections=shifted,
     )
     zarr.open_group(str(container), mode="r+").attrs["voltrain_synthetic_em"] = {
         "seed": seed,
@@ -359,6 +354,24 @@ def render_raw(
     intensity = intensity * gain[:, None, None] + shift[:, None, None]
     intensity += noise_std * rng.standard_normal(intensity.shape, dtype=np.float32)
     return np.clip(np.rint(255.0 * intensity), 0, 255).astype(np.uint8)
+
+
+def add_defects(
+    arrays: dict[str, np.ndarray],
+    missing_sections: int,
+    shifted_sections: int,
+    voxel_size_nm: np.ndarray,
+    rng: np.random.Generator,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Blank and shift distinct inner sections in place; return their sorted z indices."""
+    count = missing_sections + shifted_sections
+    sections = rng.choice(np.arange(1, arrays["raw"].shape[0] - 1), count, replace=False)
+    missing = tuple(sorted(int(z) for z in sections[:missing_sections]))
+    shifted = tuple(sorted(int(z) for z in sections[missing_sections:]))
+    for z in shifted:
+        shift_section(list(arrays.values()), z, voxel_size_nm, rng)
+    arrays["raw"][list(missing)] = 0
+    return missing, shifted
 
 
 def shift_section(
