@@ -13,6 +13,13 @@ import os
 import sys
 from pathlib import Path
 
+from voltrain.cli_results import (
+    RESULT_COMMANDS,
+    add_results_parsers,
+    add_segment_options,
+    check_segment_options,
+    segment_command,
+)
 from voltrain.errors import NanLossError, VoltrainError
 from voltrain.profiling import PROFILE_ENV
 
@@ -47,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_predict_parsers(commands)
     _add_lr_find_parser(commands)
+    add_results_parsers(commands)
     return parser
 
 
@@ -107,6 +115,15 @@ def _add_predict_parsers(commands) -> None:
     predict.add_argument("--worker-command", help="start each worker with it, e.g. 'srun -n1'")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument(
+        "--block-shape",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="output voxels per block (default: the training output shape)",
+    )
+    predict.add_argument("--segment", metavar="SEG", help="then segment into this zarr group")
+    add_segment_options(predict)
     worker = commands.add_parser("predict-worker", help="one prediction worker (for clusters)")
     worker.add_argument("spec", help="<output>.done/worker.json written by voltrain predict")
 
@@ -116,6 +133,8 @@ def _predict(args: argparse.Namespace) -> None:
 
     from voltrain.predict import predict
 
+    if args.segment:
+        check_segment_options(args)
     result = predict(
         args.config,
         args.checkpoint,
@@ -130,12 +149,15 @@ def _predict(args: argparse.Namespace) -> None:
         worker_command=shlex.split(args.worker_command) if args.worker_command else None,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        block_shape=args.block_shape,
     )
     before = result.blocks - result.blocks_predicted
     print(f"predicted {result.blocks_predicted} of {result.blocks} blocks, {before} done before")
     if result.blocks_predicted:
         print(f"{result.voxels_per_second:.0f} voxels/s over {result.seconds:.1f} s")
     print(f"output:      {result.output} (complete)")
+    if args.segment:
+        segment_command(args, result.output, args.segment)
 
 
 def _predict_worker(args: argparse.Namespace) -> None:
@@ -213,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             "predict": _predict,
             "predict-worker": _predict_worker,
             "lr-find": _lr_find,
+            **RESULT_COMMANDS,
         }[args.command](args)
     except NanLossError as error:
         print(f"voltrain: error: {error}", file=sys.stderr)

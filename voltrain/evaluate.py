@@ -14,6 +14,9 @@ so that a few boundary voxels do not make every object an error.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import fastremap
 import numpy as np
 
@@ -75,3 +78,74 @@ def _error_counts(truth: np.ndarray, test: np.ndarray, min_overlap: float) -> tu
     splits = int((np.bincount(split_pieces) > 1).sum())
     merges = int((np.bincount(merge_pieces) > 1).sum())
     return splits, merges
+
+
+def segmentation_arrays(path: str) -> list[tuple[str, float | None]]:
+    """The arrays to score at ``path``: the array itself, or each ``threshold_*`` array of a
+    ``voltrain segment`` output group (with its threshold)."""
+    import zarr
+
+    from voltrain.segment.store import RECORD_KEY, threshold_name
+
+    try:
+        handle = zarr.open(path, mode="r")
+    except (FileNotFoundError, KeyError, ValueError):
+        return [(path, None)]  # open_array reports what is wrong with it
+    if isinstance(handle, zarr.Group) and RECORD_KEY in handle.attrs:
+        thresholds = handle.attrs[RECORD_KEY].get("thresholds") or []
+        return [(f"{path}/{threshold_name(t)}", float(t)) for t in thresholds]
+    return [(path, None)]
+
+
+def evaluate_files(segmentation: str, gt: str, mask: str | None = None) -> list[dict]:
+    """Score each segmentation array at ``segmentation`` against the ``gt`` array.
+
+    Everything is checked first: voxel sizes must match, and gt (and mask) must cover the
+    segmentation's ROI, which is the region scored.
+    """
+    from voltrain.data import open_array
+    from voltrain.segment.plan import check_mask_not_empty, check_same_grid
+
+    arrays = [(open_array(p, "--segmentation"), p, t) for p, t in segmentation_arrays(segmentation)]
+    if not arrays:
+        raise DataError(f"--segmentation '{segmentation}': holds no segmentation yet")
+    truth = open_array(gt, "--gt")
+    mask_array = open_array(mask, "--mask") if mask else None
+    for array, path, _ in arrays:
+        check_same_grid(truth, array, "--gt", gt, f"--segmentation '{path}'")
+        if mask_array is not None:
+            check_same_grid(mask_array, array, "--mask", mask, f"--segmentation '{path}'")
+    if mask_array is not None:
+        check_mask_not_empty(mask_array, "--mask", mask)
+    rows = []
+    for array, path, threshold in arrays:
+        roi = array.roi
+        try:
+            scores = evaluate_segmentation(
+                array[roi], truth[roi], None if mask_array is None else mask_array[roi]
+            )
+        except DataError as error:
+            raise DataError(f"--gt '{gt}': {error}") from None
+        rows.append({"segmentation": path, "threshold": threshold, **scores})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """The scores as a plain-text table, one row per segmentation."""
+    header = f"{'threshold':>9}  {'voi_split':>9}  {'voi_merge':>9}  {'voi':>7}  "
+    header += f"{'arand':>7}  {'splits':>6}  {'merges':>6}  segmentation"
+    lines = [header]
+    for row in rows:
+        threshold = "-" if row["threshold"] is None else f"{row['threshold']:g}"
+        lines.append(
+            f"{threshold:>9}  {row['voi_split']:9.4f}  {row['voi_merge']:9.4f}  "
+            f"{row['voi']:7.4f}  {row['arand']:7.4f}  {row['splits']:6d}  {row['merges']:6d}  "
+            f"{row['segmentation']}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(rows: list[dict], path: str | Path) -> None:
+    """Write the scores (and the best row by VOI) as JSON."""
+    best = min(rows, key=lambda row: row["voi"])
+    Path(path).write_text(json.dumps({"results": rows, "best": best}, indent=2) + "\n")

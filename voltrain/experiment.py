@@ -16,6 +16,7 @@ from voltrain.config import StrictModel
 from voltrain.data import DataConfig
 from voltrain.errors import ConfigError
 from voltrain.models.unet import UNetConfig
+from voltrain.segment.config import SegmentConfig
 from voltrain.tasks import TaskConfigs
 from voltrain.trainers import TrainerConfigs
 
@@ -27,6 +28,7 @@ class ExperimentConfig(StrictModel):
     model: UNetConfig = Field(default_factory=UNetConfig)
     task: TaskConfigs
     trainer: TrainerConfigs
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
 
     @field_validator("trainer", mode="before")
     @classmethod

@@ -180,7 +180,7 @@ def test_blocks_that_keep_failing_are_listed_and_the_output_stays_incomplete(
     assert record(output)["complete"] is False
     # Each failing block was tried 1 + max_retries times; the worker logs hold every traceback.
     logs = "".join(path.read_text() for path in Path(f"{output}.done/logs").rglob("*.err"))
-    assert logs.count("in run_worker") == 2 * len(failing)
+    assert logs.count("in serve_blocks") == 2 * len(failing)
 
 
 def _coarse_input(volume: Path, tmp_path: Path) -> str:
@@ -266,3 +266,40 @@ def test_an_output_of_another_prediction_is_not_resumed(trained, volume, tmp_pat
     assert "holds a prediction with another roi_shape;" in err
     assert "--overwrite" in err
     assert record(output)["roi_shape"] == [160, 160, 160]
+
+
+def test_larger_blocks_predict_the_same_and_segment_in_the_same_command(
+    trained, volume, tmp_path, capsys
+):
+    from voltrain.segment import SegmentConfig, segment_array
+
+    output = tmp_path / "out.zarr" / "pred"
+    segmentation = tmp_path / "out.zarr" / "seg"
+    args = predict_args(trained, volume, output, "--block-shape", "40", "40", "40")
+    args += ["--segment", str(segmentation), "--thresholds", "0.3", "0.7", "--workers", "2"]
+    assert main(args) == 0
+    assert "predicted 8 of 8 blocks" in capsys.readouterr().out  # 320 nm blocks, not 160
+    expected = whole_volume_prediction(trained[2], str(volume / "raw"), INPUT_ROI)
+    prediction = open_ds(str(output))[:]
+    np.testing.assert_allclose(prediction, expected, rtol=0, atol=1e-5)
+
+    config = SegmentConfig(block_shape=[64, 64, 64])  # experiment_dict's segment default
+    in_memory = segment_array(
+        prediction, [[-1, 0, 0], [0, -1, 0], [0, 0, -1]], [0.3, 0.7], None, config
+    )
+    for threshold in (0.3, 0.7):
+        result = open_ds(f"{segmentation}/threshold_{threshold}")
+        assert result.roi == INPUT_ROI and result.dtype == np.uint64
+        np.testing.assert_array_equal(result[:], in_memory[threshold])
+
+
+def test_a_block_shape_the_network_cannot_output_is_one_line(trained, volume, tmp_path, capsys):
+    output = tmp_path / "out.zarr" / "pred"
+    assert main(predict_args(trained, volume, output, "--block-shape", "41", "40", "40")) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        len(err.splitlines()) == 1
+        and "--block-shape 41 40 40" in err
+        and "nearest larger block is 42 40 40" in err
+    ), err
+    assert not (tmp_path / "out.zarr").exists()

@@ -151,3 +151,54 @@ def test_a_metric_the_task_does_not_compute_is_a_config_error(volume, validation
     run = TrainingRun(parse_config(raw), tmp_path / "run", "cpu")
     with pytest.raises(ConfigError, match="trainer.validation.metric: 'dice'.*affinity_accuracy"):
         run.prepare(resume=False)
+
+
+def test_voi_validation_scores_the_segmented_whole_volume_at_its_best_threshold(
+    volume, validation_volume, tmp_path
+):
+    from voltrain.evaluate import evaluate_segmentation
+    from voltrain.segment import segment_array
+
+    validation = {"mode": "blockwise", "metric": "voi", "thresholds": [0.2, 0.5, 0.8]}
+    raw = _raw(volume, validation_volume, {"type": "affinities"}, validation=validation)
+    run = TrainingRun(parse_config(raw), tmp_path / "run", "cpu")
+    run.prepare(resume=False)
+    scores = run.trainer.validator.evaluate(run.model)
+
+    gt_array = open_ds(str(validation_volume / "labels"))
+    raw_data = _padded(open_ds(str(validation_volume / "raw")), gt_array.roi, CONTEXT) / 255.0
+    with torch.no_grad():
+        logits = run.model.eval()(torch.from_numpy(raw_data).float()[None, None])[0]
+    affinities = torch.sigmoid(logits).numpy()
+    mask = open_ds(str(validation_volume / "mask"))[gt_array.roi]
+    segmentations = segment_array(affinities, NEIGHBORHOOD, [0.2, 0.5, 0.8], mask)
+    expected = {
+        t: evaluate_segmentation(s, gt_array[gt_array.roi], mask) for t, s in segmentations.items()
+    }
+    best = min(expected, key=lambda t: expected[t]["voi"])
+    assert scores["validation_threshold"] == best
+    for name in ("voi", "voi_split", "voi_merge", "arand"):
+        assert scores[f"validation_{name}"] == pytest.approx(expected[best][name], abs=1e-6)
+
+
+def test_best_checkpoint_follows_the_lowest_voi(volume, validation_volume, tmp_path):
+    validation = {"mode": "blockwise", "metric": "voi", "thresholds": [0.3, 0.7]}
+    task = {"type": "affinities"}
+    raw = _raw(
+        volume, validation_volume, task, validation=validation, max_steps=3, learning_rate=0.01
+    )
+    result = train(parse_config(raw), tmp_path / "run", device="cpu", progress=False)
+    rows = [r for r in _rows(tmp_path / "run") if "validation_voi" in r]
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    assert all(r["validation_threshold"] in (0.3, 0.7) for r in rows)
+    vois = [r["validation_voi"] for r in rows]
+    best = torch.load(result.best_checkpoint, weights_only=False)
+    assert best["best_metric"] == "validation_voi"
+    assert best["validation"]["validation_voi"] == min(vois)  # lower VOI is better
+
+
+def test_voi_needs_blockwise_validation(volume, validation_volume, tmp_path):
+    raw = _raw(volume, validation_volume, {"type": "affinities"}, validation={"metric": "voi"})
+    run = TrainingRun(parse_config(raw), tmp_path / "run", "cpu")
+    with pytest.raises(ConfigError, match="trainer.validation.metric: 'voi'"):
+        run.prepare(resume=False)

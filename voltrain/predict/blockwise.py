@@ -10,31 +10,22 @@ skipped (daisy ``check_function``), so a rerun of the same command resumes.
 from __future__ import annotations
 
 import logging
-import re
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from funlib.geometry import Coordinate, Roi
 
-from voltrain.errors import VoltrainError
+from voltrain.blocks.run import BlockRunOptions, BlocksFailedError, run_stage
 from voltrain.predict.launch import PredictionWorker
-from voltrain.predict.output import BlockIsDone, OutputStore, block_write_rois
+from voltrain.predict.output import OutputStore, block_write_rois
 from voltrain.predict.plan import plan_prediction
-from voltrain.predict.spec import PredictionSpec
 
 logger = logging.getLogger(__name__)
 
 TASK_ID = "voltrain_predict"
-MAX_LISTED_BLOCKS = 5
-
-
-class BlocksFailedError(VoltrainError):
-    """Some blocks failed on every attempt; the output stays marked incomplete."""
-
-    exit_code = 1
+__all__ = ["BlocksFailedError", "PredictionResult", "predict"]
 
 
 @dataclass
@@ -74,24 +65,21 @@ def predict(
     worker_command: list[str] | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    block_shape: list[int] | None = None,
 ) -> PredictionResult:
     """Predict ``input`` over ``roi`` with the checkpoint into the ``output`` array.
 
     Everything is checked before the output array is created. Raises
     ``BlocksFailedError`` if some blocks failed ``max_retries + 1`` times, naming them.
     """
-    if workers < 1:
-        raise VoltrainError(f"--workers must be at least 1, got {workers}")
-    if block_timeout <= 0:
-        raise VoltrainError(f"--block-timeout must be positive, got {block_timeout}")
-    if max_retries < 0:
-        raise VoltrainError(f"--max-retries must be 0 or more, got {max_retries}")
+    options = BlockRunOptions(workers, block_timeout, max_retries, host, progress)
+    options.check()
     # One torch thread per local worker: process parallelism scales better than torch's
     # intra-op threads on these convolutions (benchmarks/predict.py), and never
     # oversubscribes. A worker started by a command owns its node's cores.
     cpu_threads = None if worker_command else 1
     spec = plan_prediction(
-        config, checkpoint, input, output, roi, device, cpu_threads, worker_command
+        config, checkpoint, input, output, roi, device, cpu_threads, worker_command, block_shape
     )
     store = OutputStore(spec.output)
     if store.exists() and not overwrite:
@@ -107,82 +95,17 @@ def predict(
         return result
     spec.write(store.worker_spec)
     start = time.perf_counter()
-    abandoned = run_blocks(spec, store, workers, block_timeout, max_retries, host, progress)
+    context = spec.context
+    run_stage(
+        TASK_ID,
+        store.blocks,
+        spec.output,
+        spec.roi.grow(context, context),
+        (spec.block_read_roi, spec.block_write_roi),
+        write_rois,
+        PredictionWorker(spec.model_dump_json(), str(store.worker_spec), spec.worker_command),
+        options,
+    )
     result.seconds = time.perf_counter() - start
-    missing = store.missing_blocks(write_rois)
-    if missing:
-        raise BlocksFailedError(_failure_message(store, missing, len(write_rois), abandoned))
     store.set_complete(True)
     return result
-
-
-def run_blocks(
-    spec: PredictionSpec,
-    store: OutputStore,
-    workers: int,
-    block_timeout: float,
-    max_retries: int,
-    host: str,
-    progress: bool,
-) -> str | None:
-    """Run the daisy task; return the reason if daisy abandoned it (workers kept dying)."""
-    import daisy.v2 as daisy
-    from daisy import logging as daisy_logging
-
-    context = spec.context
-    with warnings.catch_warnings():
-        # daisy warns that check_function runs per block on the server; here it is one
-        # stat() of a marker file, and the markers are the record that survives kills.
-        warnings.filterwarnings("ignore", message=r"Task\(check_function", category=UserWarning)
-        task = daisy.Task(
-            task_id=TASK_ID,
-            total_roi=spec.roi.grow(context, context),
-            read_roi=spec.block_read_roi,
-            write_roi=spec.block_write_roi,
-            process_function=PredictionWorker(
-                spec.model_dump_json(), str(store.worker_spec), spec.worker_command
-            ),
-            check_function=BlockIsDone(spec.output),
-            read_write_conflict=False,
-            fit="overhang",
-            max_workers=workers,
-            max_retries=max_retries,
-            timeout=block_timeout,
-            tracking_path=False,
-        )
-    previous_log_dir = daisy_logging.get_log_basedir()
-    daisy_logging.set_log_basedir(store.logs_dir)
-    try:
-        daisy.run_blockwise(task, progress=progress, host=host, summary=False, return_states=True)
-    except RuntimeError as error:  # daisy abandons a task whose workers keep crashing
-        reason = str(error).strip().splitlines()[0]
-        # The first line may end by introducing a traceback that the worker logs hold.
-        return re.sub(r"\s*[^.;]*:$", "", reason)
-    finally:
-        daisy_logging.set_log_basedir(previous_log_dir)
-    return None
-
-
-def _failure_message(
-    store: OutputStore, missing: list[Roi], total: int, abandoned: str | None
-) -> str:
-    listed = " ".join(f"[{_roi_text(roi)}]" for roi in missing[:MAX_LISTED_BLOCKS])
-    more = len(missing) - MAX_LISTED_BLOCKS
-    if more > 0:
-        listed += f" and {more} more"
-    errors = [error for error in (store.failure(roi) for roi in missing) if error]
-    cause = f"; last error: {errors[0]}" if errors else ""
-    if abandoned:
-        cause += f"; daisy gave up: {abandoned}"
-        if "timeout" in abandoned:
-            cause += " (raise --block-timeout if blocks need longer)"
-    return (
-        f"{len(missing)} of {total} blocks failed (output ROIs {listed}){cause}; "
-        f"'{store.output}' stays marked incomplete, rerun the command to retry them "
-        f"(worker logs in {store.logs_dir})"
-    )
-
-
-def _roi_text(roi: Roi) -> str:
-    """A ROI as OFFSET:SHAPE in world units, the form ``--roi`` takes."""
-    return f"{','.join(map(str, roi.offset))}:{','.join(map(str, roi.shape))}"

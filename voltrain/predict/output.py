@@ -20,18 +20,20 @@ in progress (or an interrupted one), whatever its chunks hold.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import zarr
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds, prepare_ds
 
+from voltrain.blocks.record import BlockRecord, tile_rois
 from voltrain.errors import ConfigError
-from voltrain.predict.spec import PredictionSpec
+
+if TYPE_CHECKING:  # the spec pulls in torch; segmentation workers create arrays here too
+    from voltrain.predict.spec import PredictionSpec
 
 RECORD_KEY = "voltrain_predict"
 
@@ -52,17 +54,34 @@ def split_container(path: str, key: str = "--output") -> tuple[Path, str]:
 
 def block_write_rois(spec: PredictionSpec) -> list[Roi]:
     """The output ROI of every block, tiling the ROI from its offset (the last may overhang)."""
-    roi = spec.roi
-    block_shape = spec.block_write_roi.shape
-    counts = [-(-size // block) for size, block in zip(roi.shape, block_shape, strict=True)]
-    rois = []
-    for index in np.ndindex(*counts):
-        rois.append(Roi(roi.begin + Coordinate(index) * block_shape, block_shape))
-    return rois
+    return tile_rois(spec.roi, spec.block_write_roi.shape)
 
 
-def _block_name(write_roi: Roi) -> str:
-    return "_".join(str(value) for value in write_roi.begin)
+def prepare_output_array(
+    path: str,
+    shape: tuple[int, ...],
+    offset: Coordinate,
+    voxel_size: Coordinate,
+    chunk_shape: tuple[int, ...],
+    dtype,
+    custom_metadata: dict,
+) -> None:
+    """Create an empty output array (replacing one at ``path``): (channels, z, y, x) when
+    ``shape`` has 4 values, else (z, y, x). Every blockwise output (predictions,
+    fragments, segmentations) is created here, so all carry the same metadata."""
+    channels = len(shape) == 4
+    prepare_ds(
+        path,
+        shape=shape,
+        offset=offset,
+        voxel_size=voxel_size,
+        axis_names=["c^", "z", "y", "x"] if channels else ["z", "y", "x"],
+        types=["channel", "space", "space", "space"] if channels else ["space"] * 3,
+        chunk_shape=chunk_shape,
+        dtype=dtype,
+        mode="w",
+        custom_metadata=custom_metadata,
+    )
 
 
 class OutputStore:
@@ -76,9 +95,8 @@ class OutputStore:
         self.output = str(output)
         self.container, self.name = split_container(self.output)
         self.done_dir = Path(self.output + ".done")
-        self.blocks_dir = self.done_dir / "blocks"
-        self.failed_dir = self.done_dir / "failed"
-        self.logs_dir = self.done_dir / "logs"
+        self.blocks = BlockRecord(self.done_dir)
+        self.logs_dir = self.blocks.logs_dir
         self.worker_spec = self.done_dir / "worker.json"
         self._array = None
 
@@ -120,26 +138,20 @@ class OutputStore:
         """
         if self.exists():
             self._remove_array()
-        shutil.rmtree(self.done_dir, ignore_errors=True)
+        self.blocks.reset()
         group = zarr.open_group(str(self.container), mode="a")
         parent = self.name.rpartition("/")[0]
         if parent:
             group.require_group(parent)
-        block_shape = Coordinate(spec.output_shape)
-        prepare_ds(
+        prepare_output_array(
             self.output,
             shape=(spec.num_channels, *(spec.roi.shape / Coordinate(spec.voxel_size))),
             offset=spec.roi.offset,
             voxel_size=Coordinate(spec.voxel_size),
-            axis_names=["c^", "z", "y", "x"],
-            types=["channel", "space", "space", "space"],
-            chunk_shape=(spec.num_channels, *block_shape),
+            chunk_shape=(spec.num_channels, *Coordinate(spec.output_shape)),
             dtype=np.float32,
-            mode="w",
             custom_metadata={RECORD_KEY: {"complete": False, **spec.identity()}},
         )
-        for directory in (self.blocks_dir, self.failed_dir, self.logs_dir):
-            directory.mkdir(parents=True, exist_ok=True)
 
     def _remove_array(self) -> None:
         handle = zarr.open(self.output, mode="r")
@@ -159,18 +171,9 @@ class OutputStore:
 
     def missing_blocks(self, write_rois: list[Roi]) -> list[Roi]:
         """The blocks among ``write_rois`` without a done marker."""
-        done = set(os.listdir(self.blocks_dir)) if self.blocks_dir.is_dir() else set()
-        return [roi for roi in write_rois if _block_name(roi) not in done]
-
-    def failure(self, write_roi: Roi) -> str | None:
-        """The last recorded error of a block, if it failed."""
-        path = self.failed_dir / _block_name(write_roi)
-        return path.read_text().strip() if path.is_file() else None
+        return self.blocks.missing_blocks(write_rois)
 
     # --- the workers' side -------------------------------------------------------------
-
-    def is_done(self, write_roi: Roi) -> bool:
-        return (self.blocks_dir / _block_name(write_roi)).exists()
 
     def write_block(self, write_roi: Roi, data: np.ndarray) -> None:
         """Write a block's (C, z, y, x) prediction, cropped to the output ROI, then mark it
@@ -182,36 +185,4 @@ class OutputStore:
         begin = (inside.begin - write_roi.begin) / array.voxel_size
         end = begin + inside.shape / array.voxel_size
         array[inside] = data[(slice(None), *(slice(b, e) for b, e in zip(begin, end, strict=True)))]
-        _write_atomically(self.blocks_dir / _block_name(write_roi), "")
-        (self.failed_dir / _block_name(write_roi)).unlink(missing_ok=True)
-
-    def record_failure(self, write_roi: Roi, message: str) -> None:
-        _write_atomically(self.failed_dir / _block_name(write_roi), message)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that ``path`` never exists half-written."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-class BlockIsDone:
-    """daisy ``check_function``: a block is done when its marker exists (picklable)."""
-
-    def __init__(self, output: str):
-        self.output = output
-        self._store: OutputStore | None = None
-
-    def __call__(self, block) -> bool:
-        if self._store is None:
-            self._store = OutputStore(self.output)
-        return self._store.is_done(block.write_roi)
-
-    def __getstate__(self):
-        return {"output": self.output, "_store": None}
+        self.blocks.mark_done(write_roi)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from funlib.persistence import Array
 from voltrain.data import open_array
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import ExperimentConfig, load_config
-from voltrain.models.unet import build_model, output_shape
+from voltrain.models.unet import build_model, output_shape, valid_input_shape
 from voltrain.predict.output import split_container
 from voltrain.predict.spec import PredictionSpec, parse_roi
 from voltrain.trainers.checkpoint import load_checkpoint, load_model_state
@@ -37,19 +38,19 @@ def plan_prediction(
     device: str = "auto",
     cpu_threads: int | None = None,
     worker_command: list[str] | None = None,
+    block_shape: Sequence[int] | None = None,
 ) -> PredictionSpec:
-    """Check config, checkpoint, input, ROI and output path; return the prediction's spec."""
+    """Check config, checkpoint, input, ROI and output path; return the prediction's spec.
+
+    ``block_shape`` is each block's output in voxels (default: the training output shape);
+    a fully convolutional net predicts a larger block with the same weights, reading the
+    same context around it.
+    """
     from voltrain.run import resolve_device
 
     config = load_config(config_path)
     task = config.task.build()
-    input_shape = Coordinate(config.trainer.input_shape)
-    out_shape = output_shape(config.model, input_shape)
-    if any((i - o) % 2 for i, o in zip(input_shape, out_shape, strict=True)):
-        raise ConfigError(
-            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
-            "number of voxels on some axis; blocks could not be centred"
-        )
+    input_shape, out_shape = _block_shapes(config, block_shape)
     checkpoint = str(Path(checkpoint).resolve())
     state = load_checkpoint(Path(checkpoint))
     load_model_state(build_model(config.model, 1, task.num_channels), state, checkpoint)
@@ -86,6 +87,37 @@ def plan_prediction(
         worker_command=worker_command,
         checkpoint_sha256=_file_sha256(Path(checkpoint)),
     )
+
+
+def _block_shapes(config: ExperimentConfig, block_shape) -> tuple[Coordinate, Coordinate]:
+    """The (input, output) voxels of a block: the training shapes, or those of a block whose
+    output is ``block_shape``."""
+    input_shape = Coordinate(config.trainer.input_shape)
+    out_shape = output_shape(config.model, input_shape)
+    if any((i - o) % 2 for i, o in zip(input_shape, out_shape, strict=True)):
+        raise ConfigError(
+            f"trainer.input_shape: {list(input_shape)} -> output {list(out_shape)} crops an odd "
+            "number of voxels on some axis; blocks could not be centred"
+        )
+    if block_shape is None:
+        return input_shape, out_shape
+    block = Coordinate(int(size) for size in block_shape)
+    text = f"--block-shape {' '.join(map(str, block))}"
+    if len(block) != 3 or any(size <= 0 for size in block):
+        raise ConfigError(f"{text}: expected 3 positive sizes (z, y, x voxels)")
+    block_input = block + (input_shape - out_shape)
+    try:
+        fits = output_shape(config.model, block_input) == block
+    except ConfigError:
+        fits = False
+    if not fits:
+        suggestion = valid_input_shape(config.model, block_input)
+        nearest = output_shape(config.model, suggestion)
+        raise ConfigError(
+            f"{text}: the U-Net cannot output a block of this shape; the nearest larger "
+            f"block is {' '.join(map(str, nearest))}"
+        )
+    return block_input, block
 
 
 def _check_voxel_size(

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import traceback
 
 import gunpowder as gp
 import torch
 from funlib.geometry import Roi
 from funlib.persistence import open_ds
 
+from voltrain.blocks.serve import serve_blocks
 from voltrain.errors import ConfigError
 from voltrain.models.unet import build_model
 from voltrain.nodes.intensity_scale_shift import IntensityScaleShift
@@ -110,32 +109,4 @@ def run_worker(spec: PredictionSpec, context=None) -> None:
         torch.set_num_threads(spec.cpu_threads or available_cores())
     client = daisy.Client(context)
     with BlockPredictor(spec, device) as predictor:
-        while True:
-            with client.acquire_block() as block:
-                if block is None:
-                    return
-                try:
-                    predictor.predict_block(block.write_roi)
-                except Exception as error:
-                    _report_failure(predictor.store, block, error)
-                    block.status = daisy.BlockStatus.FAILED
-
-
-def _report_failure(store: OutputStore, block, error: Exception) -> None:
-    traceback.print_exc(file=sys.stderr)
-    try:
-        store.record_failure(block.write_roi, root_cause(error))
-    except OSError as record_error:  # the block still fails; only its message is lost
-        print(f"could not record the failure: {record_error}", file=sys.stderr)
-
-
-def root_cause(error: BaseException) -> str:
-    """One line naming the innermost error, e.g. a zarr codec error inside gunpowder's
-    ``PipelineRequestError`` (which keeps it only as traceback text)."""
-    lines = "".join(getattr(error, "original_traceback", None) or []).strip().splitlines()
-    if lines:
-        return lines[-1].strip()
-    while error.__cause__ is not None or error.__context__ is not None:
-        error = error.__cause__ or error.__context__
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[-1] if message else ''}"
+        serve_blocks(client, predictor.store.blocks, predictor.predict_block)

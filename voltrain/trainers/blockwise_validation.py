@@ -71,6 +71,8 @@ class BlockwiseValidator:
         intensity_maps: (scale, shift) maps applied to raw after normalising, as in
             training (the ``intensity_scale_shift`` augments with ``p: 1``).
         device: where the model runs.
+        scorer: a ``SegmentationScorer`` that adds VOI and ARAND of the segmented
+            predictions (``trainer.validation.metric: voi`` or ``arand``), or None.
     """
 
     def __init__(
@@ -82,7 +84,9 @@ class BlockwiseValidator:
         normalize_factor: float | None,
         intensity_maps: Sequence[tuple[float, float]],
         device: torch.device,
+        scorer=None,
     ):
+        self.scorer = scorer
         crop = Coordinate(input_shape) - Coordinate(output_shape)
         if any(c % 2 for c in crop):
             raise ConfigError(
@@ -139,8 +143,10 @@ class BlockwiseValidator:
         weighted_loss = torch.zeros((), dtype=torch.float64)
         total_weight = torch.zeros((), dtype=torch.float64)
         predictions, targets, weights = [], [], []
+        segmentable = []
         try:
             for volume in self.volumes:
+                first = len(predictions)
                 for logits, target, weight in self._blocks_of(volume, model):
                     loss = self.task.loss(logits, target, weight)
                     # task.loss divides by clamp(sum(weight), 1e-6): undo it to sum blocks.
@@ -150,6 +156,8 @@ class BlockwiseValidator:
                     predictions.append(self.task.activation(logits))
                     targets.append(target)
                     weights.append(weight)
+                if self.scorer is not None:
+                    segmentable.append(self._segmentable(volume, predictions[first:]))
         finally:
             model.train(was_training)
         loss = float(weighted_loss / total_weight) if total_weight > 0 else math.nan
@@ -157,7 +165,19 @@ class BlockwiseValidator:
         metrics = self.task.metric(torch.cat(predictions), torch.cat(targets), torch.cat(weights))
         for name, value in metrics.items():
             results[f"validation_{name}"] = float(value) if value is not None else math.nan
+        if self.scorer is not None:
+            results.update(self.scorer.score(segmentable))
         return results
+
+    def _segmentable(self, volume: TrainingVolume, predictions: list[torch.Tensor]):
+        """(affinities, gt, mask) of a volume over its gt ROI, for the scorer."""
+        from voltrain.segment.validation import assemble_blocks
+
+        roi = volume.gt.roi
+        blocks = [p.numpy() for p in predictions]
+        affinities = assemble_blocks(self.blocks(volume), blocks, roi, volume.voxel_size)
+        mask = None if volume.mask is None else volume.mask.to_ndarray(roi, fill_value=0)
+        return affinities, volume.gt[roi], mask
 
     def _blocks_of(self, volume: TrainingVolume, model: torch.nn.Module):
         """(logits, target, weight) of every block of ``volume``, each (1, C, z, y, x)."""

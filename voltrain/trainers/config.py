@@ -18,6 +18,12 @@ from voltrain.optim import (
 from voltrain.trainers.gradients import ClippingConfig, GradientNoiseConfig
 
 DEFAULT_MAX_STEPS = 1000
+SEGMENTATION_KEYS = (
+    "validation_voi",
+    "validation_voi_split",
+    "validation_voi_merge",
+    "validation_arand",
+)
 
 
 class ValidationConfig(StrictModel):
@@ -30,13 +36,30 @@ class ValidationConfig(StrictModel):
         metric: the result that picks ``best.pt``: ``validation_loss`` or a metric of the
             task (``dice`` or ``accuracy`` for binary, ``affinity_accuracy`` for
             affinities), with or without the ``validation_`` prefix.
-        best: whether ``min`` or ``max`` of ``metric`` is best (default: min for the loss,
-            max for the task's metrics).
+            With ``mode: blockwise`` and an affinities task, also ``voi`` or ``arand``
+            (and ``voi_split``, ``voi_merge``): the predictions are segmented at every
+            threshold of ``thresholds`` and the best threshold's scores reported.
+        best: whether ``min`` or ``max`` of ``metric`` is best (default: min for the loss
+            and the segmentation scores, max for the task's metrics).
+        thresholds: merge thresholds swept when segmenting for ``voi`` or ``arand``.
     """
 
     mode: Literal["samples", "blockwise"] = "samples"
     metric: str = "validation_loss"
     best: Literal["min", "max"] | None = None
+    thresholds: list[float] = Field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check_thresholds(cls, thresholds: list[float]) -> list[float]:
+        from voltrain.segment.config import check_thresholds
+
+        return check_thresholds(thresholds)
+
+    @property
+    def by_segmentation(self) -> bool:
+        """Whether ``metric`` is a score of segmented predictions (VOI, ARAND)."""
+        return self.metric_key in SEGMENTATION_KEYS
 
     @property
     def metric_key(self) -> str:
@@ -49,7 +72,7 @@ class ValidationConfig(StrictModel):
     def best_mode(self) -> Literal["min", "max"]:
         if self.best is not None:
             return self.best
-        return "min" if self.metric_key == "validation_loss" else "max"
+        return "min" if self.metric_key == "validation_loss" or self.by_segmentation else "max"
 
 
 class TrainerConfig(StrictModel):

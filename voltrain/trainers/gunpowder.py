@@ -155,6 +155,7 @@ class GunpowderTrainer(Trainer):
                 self.config.normalize_factor,
                 [(a.scale, a.shift) for a in maps],
                 device,
+                self._segmentation_scorer(task),
             )
             return
         pipeline = self._pipeline_for(datasets, model, task, maps, "data.validate")
@@ -166,6 +167,15 @@ class GunpowderTrainer(Trainer):
             self.batch_size,
             device,
         )
+
+    def _segmentation_scorer(self, task):
+        """The scorer of ``validation.metric: voi`` or ``arand``, else None."""
+        validation = self.config.validation
+        if not validation.by_segmentation:
+            return None
+        from voltrain.segment.validation import SegmentationScorer
+
+        return SegmentationScorer(task.neighborhood, validation.thresholds, validation.metric)
 
     def __enter__(self) -> GunpowderTrainer:
         if self.pipeline is None:
