@@ -4,16 +4,18 @@ Generates a synthetic EM training volume and a held-out volume drawn with anothe
 (``voltrain.synthetic_em``), trains the reference model (the demo config: U-Net, affinities,
 full augment list) for a fixed number of iterations, and the same model without augments;
 predicts the held-out volume with each (``voltrain.predict``), segments the affinities
-(``voltrain.segment.segment_array``) at several thresholds and scores them against the
-held-out labels (``voltrain.evaluate``). The no-learning baseline goes through the same
-segmentation: affinities from raw intensity (``voltrain.baseline``). Prints VOI split,
-merge and sum and ARAND at each row's best threshold, and writes ``quality.json``.
+(``voltrain.segment.segment_array``) over a sweep of fragment biases and thresholds and
+scores them against the held-out labels (``voltrain.evaluate``, via ``voltrain.scoring``).
+The no-learning baseline goes through the same segmentation: affinities from raw intensity
+(``voltrain.baseline``). Prints VOI split, merge and sum and ARAND at each row's best
+setting, then the same for the affinities segmented by waterz as a cross-check of the
+segmentation step, and writes ``quality.json``.
 
     python benchmarks/quality.py [--out DIR] [--device cpu|cuda] [--iterations N]
-        [--variant isotropic|anisotropic] [--size N]
+        [--variant isotropic|anisotropic] [--size Z Y X] [--only RUN]
 
-On the CPU the default budget is small (300 iterations, about 20 minutes on two idle
-cores); with ``--device cuda`` it is 3000 iterations, enough to converge.
+On the CPU the default budget is small (300 iterations per run, sized for two idle cores);
+with ``--device cuda`` it is 3000 iterations.
 """
 
 from __future__ import annotations
@@ -26,16 +28,21 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
+import waterz
 import yaml
 from funlib.persistence import open_ds
 
+from voltrain.baseline import intensity_affinities
+from voltrain.evaluate import evaluate_segmentation
 from voltrain.experiment import load_config
 from voltrain.predict import predict
 from voltrain.run import train
-from voltrain.scoring import compare_with_baseline, format_scores
+from voltrain.scoring import BASELINE_NAME, Scores, compare_with_baseline, format_scores
 from voltrain.synthetic_em import make_em_pair
 
 ITERATIONS = {"cpu": 300, "cuda": 3000}
+WATERZ_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 RUNS = {"trained": True, "trained_without_augments": False}  # name: with augments
 # Without augments only the fixed intensity map stays, so both runs see the same raw range.
 KEPT_WITHOUT_AUGMENTS = {"intensity_scale_shift"}
@@ -113,6 +120,21 @@ def read(path: str):
     return dataset[dataset.roi], dataset.voxel_size
 
 
+def waterz_cross_check(affinities: np.ndarray, gt: np.ndarray) -> Scores:
+    """Scores of the same affinities segmented by waterz (watershed fragments, mean-affinity
+    agglomeration) instead of ``voltrain.segment``: tells the segmentation step's share of
+    the errors from the affinities' share. Assumes the default 3-offset neighbourhood."""
+    start = time.perf_counter()
+    by_setting = {}
+    affinities = np.ascontiguousarray(affinities, dtype=np.float32)
+    for threshold, segmentation in zip(
+        WATERZ_THRESHOLDS, waterz.agglomerate(affinities, WATERZ_THRESHOLDS), strict=True
+    ):
+        by_setting[(float("nan"), threshold)] = evaluate_segmentation(segmentation.copy(), gt)
+    best = min(by_setting, key=lambda setting: by_setting[setting]["voi"])
+    return Scores(best, by_setting[best], by_setting, time.perf_counter() - start)
+
+
 def quality_report(rows, timings, iterations, device, variant, shape) -> dict:
     """What ``quality.json`` holds: the setup, the timings and every setting's scores."""
     return {
@@ -181,7 +203,15 @@ def main() -> None:
         f"{iterations} iterations per training run, device {args.device}:\n"
     )
     print(format_scores(rows))
+    affinities = dict(runs)
+    affinities[BASELINE_NAME] = intensity_affinities(raw, neighborhood, voxel_size)
+    cross_check = {name: waterz_cross_check(a, gt) for name, a in affinities.items()}
+    print("\ncross-check, the same affinities segmented by waterz (no fragment bias):\n")
+    print(format_scores(cross_check))
     report = quality_report(rows, timings, iterations, args.device, args.variant, gt.shape)
+    report["waterz_cross_check"] = quality_report(
+        cross_check, timings, iterations, args.device, args.variant, gt.shape
+    )["scores"]
     (out / "quality.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten {out / 'quality.json'}")
 
