@@ -84,22 +84,22 @@ def train_and_predict(
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    iterations = config["trainer"]["max_steps"]
+    checkpoint = run_dir / "run" / "checkpoints" / f"iteration_{iterations:08d}.pt"
     start = time.perf_counter()
-    # resume=True: a rerun in the same --out reuses finished runs and continues killed ones
-    result = train(
-        load_config(config_path), run_dir / "run", device=device, resume=True, progress=False
-    )
+    if not checkpoint.exists():
+        # resume=True: a rerun in the same --out continues a killed run
+        result = train(
+            load_config(config_path), run_dir / "run", device=device, resume=True, progress=False
+        )
+        checkpoint = result.checkpoint
     train_seconds = time.perf_counter() - start
-    print(
-        f"{name}: trained {result.iteration} iterations in {train_seconds:.0f} s, "
-        f"last loss {result.last_loss:.4f}",
-        flush=True,
-    )
+    print(f"{name}: {checkpoint} after {train_seconds:.0f} s", flush=True)
     affinities = str(run_dir / "heldout.zarr" / "affinities")
     start = time.perf_counter()
     predict(
         config_path,
-        result.checkpoint,
+        checkpoint,
         heldout_raw,
         affinities,
         device=device,
