@@ -28,21 +28,16 @@ import time
 from importlib.resources import files
 from pathlib import Path
 
-import numpy as np
-import waterz
 import yaml
 from funlib.persistence import open_ds
 
-from voltrain.baseline import intensity_affinities
-from voltrain.evaluate import evaluate_segmentation
 from voltrain.experiment import load_config
 from voltrain.predict import predict
 from voltrain.run import train
-from voltrain.scoring import BASELINE_NAME, Scores, compare_with_baseline, format_scores
+from voltrain.scoring import compare_with_baseline, format_scores
 from voltrain.synthetic_em import make_em_pair
 
 ITERATIONS = {"cpu": 300, "cuda": 3000}
-WATERZ_THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
 RUNS = {"trained": True, "trained_without_augments": False}  # name: with augments
 # Without augments only the fixed intensity map stays, so both runs see the same raw range.
 KEPT_WITHOUT_AUGMENTS = {"intensity_scale_shift"}
@@ -120,21 +115,6 @@ def read(path: str):
     return dataset[dataset.roi], dataset.voxel_size
 
 
-def waterz_cross_check(affinities: np.ndarray, gt: np.ndarray) -> Scores:
-    """Scores of the same affinities segmented by waterz (watershed fragments, mean-affinity
-    agglomeration) instead of ``voltrain.segment``: tells the segmentation step's share of
-    the errors from the affinities' share. Assumes the default 3-offset neighbourhood."""
-    start = time.perf_counter()
-    by_setting = {}
-    affinities = np.ascontiguousarray(affinities, dtype=np.float32)
-    for threshold, segmentation in zip(
-        WATERZ_THRESHOLDS, waterz.agglomerate(affinities, WATERZ_THRESHOLDS), strict=True
-    ):
-        by_setting[(float("nan"), threshold)] = evaluate_segmentation(segmentation.copy(), gt)
-    best = min(by_setting, key=lambda setting: by_setting[setting]["voi"])
-    return Scores(best, by_setting[best], by_setting, time.perf_counter() - start)
-
-
 def quality_report(rows, timings, iterations, device, variant, shape) -> dict:
     """What ``quality.json`` holds: the setup, the timings and every setting's scores."""
     return {
@@ -203,9 +183,7 @@ def main() -> None:
         f"{iterations} iterations per training run, device {args.device}:\n"
     )
     print(format_scores(rows))
-    affinities = dict(runs)
-    affinities[BASELINE_NAME] = intensity_affinities(raw, neighborhood, voxel_size)
-    cross_check = {name: waterz_cross_check(a, gt) for name, a in affinities.items()}
+    cross_check = compare_with_baseline(runs, raw, gt, voxel_size, neighborhood, segmenter="waterz")
     print("\ncross-check, the same affinities segmented by waterz (no fragment bias):\n")
     print(format_scores(cross_check))
     report = quality_report(rows, timings, iterations, args.device, args.variant, gt.shape)

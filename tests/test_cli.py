@@ -135,11 +135,14 @@ def test_demo_runs_shortened(tmp_path):
     snapshot = open_ds(str(out / "run" / "snapshots.zarr" / "4" / "prediction"))
     assert snapshot.shape[0] == 3
     assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()
-    # it ends by scoring the held-out volume, trained model beside the no-learning baseline
-    table = result.stdout[result.stdout.index("| affinities") :].splitlines()
-    assert "VOI split" in table[0] and "ARAND" in table[0]
-    assert table[2].startswith("| trained (4 iterations)")
-    assert table[3].startswith("| no learning (raw intensity)")
+    # it ends by scoring the held-out volume, trained model beside the no-learning baseline,
+    # segmented by voltrain and, as a cross-check, by waterz
+    for segmenter in ("voltrain", "waterz"):
+        after = result.stdout[result.stdout.index(f"segmented by {segmenter}:") :]
+        table = after[after.index("| affinities") :].splitlines()
+        assert "VOI split" in table[0] and "ARAND" in table[0]
+        assert table[2].startswith("| trained (4 iterations)")
+        assert table[3].startswith("| no learning (raw intensity)")
     assert open_ds(str(out / "heldout_prediction.zarr" / "affinities")).shape == (3, 48, 48, 48)
 
 

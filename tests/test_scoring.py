@@ -1,7 +1,15 @@
 import numpy as np
+import pytest
 
 from voltrain.baseline import intensity_affinities
-from voltrain.scoring import BASELINE_NAME, compare_with_baseline, format_scores, score_affinities
+from voltrain.errors import ConfigError, DataError
+from voltrain.scoring import (
+    BASELINE_NAME,
+    compare_with_baseline,
+    format_scores,
+    score_affinities,
+    score_with_waterz,
+)
 
 NEIGHBORHOOD = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
 
@@ -64,3 +72,18 @@ def test_baseline_row_is_scored_on_the_same_volume_and_the_table_lists_every_row
     table = format_scores(rows).splitlines()
     assert len(table) == 4 and "VOI split" in table[0]
     assert table[2].startswith("| perfect") and BASELINE_NAME in table[3]
+
+
+def test_waterz_cross_check_scores_the_same_affinities_and_refuses_other_offsets():
+    gt = slabs()
+    raw = np.where(perfect_affinities(gt).min(axis=0) > 0, 200, 20).astype(np.uint8)
+    rows = compare_with_baseline(
+        {"perfect": perfect_affinities(gt)}, raw, gt, (8, 8, 8), NEIGHBORHOOD, segmenter="waterz"
+    )
+    assert list(rows) == ["perfect", BASELINE_NAME]
+    assert rows["perfect"].best["voi"] < 1e-9
+    assert "| – |" in format_scores(rows)
+    with pytest.raises(DataError, match="neighbourhood"):
+        score_with_waterz(perfect_affinities(gt), gt, [[-1, 0, 0], [0, -2, 0], [0, 0, -1]])
+    with pytest.raises(ConfigError, match="segmenter"):
+        compare_with_baseline({}, raw, gt, (8, 8, 8), NEIGHBORHOOD, segmenter="magic")

@@ -97,7 +97,8 @@ def _demo(args: argparse.Namespace) -> None:
     )
     _report(result)
     print("\nscoring the held-out volume (predict, segment, evaluate) ...", flush=True)
-    print(format_scores(score_demo(args.out, result, device=args.device)))
+    for segmenter, rows in score_demo(args.out, result, device=args.device).items():
+        print(f"\nsegmented by {segmenter}:\n{format_scores(rows)}")
 
 
 def _add_predict_parsers(commands) -> None:

@@ -61,10 +61,13 @@ def run_demo(
     return train(config, out_dir / "run", device=device, resume=True, progress=progress)
 
 
-def score_demo(out_dir: str | Path, result: RunResult, device: str = "auto") -> dict[str, Scores]:
+def score_demo(
+    out_dir: str | Path, result: RunResult, device: str = "auto"
+) -> dict[str, dict[str, Scores]]:
     """Predict the held-out volume with the demo's final checkpoint, segment and score it.
 
-    Returns the trained model's scores and the no-learning baseline's, in that order.
+    Returns, per segmenter (``voltrain``, then the ``waterz`` cross-check), the trained
+    model's scores and the no-learning baseline's, in that order.
     """
     from funlib.persistence import open_ds
 
@@ -85,10 +88,14 @@ def score_demo(out_dir: str | Path, result: RunResult, device: str = "auto") -> 
     arrays = {name: open_ds(str(heldout / name)) for name in ("raw", "labels")}
     prediction = open_ds(affinities)
     neighborhood = load_config(out_dir / "demo.yaml").task.neighborhood
-    return compare_with_baseline(
+    inputs = (
         {f"trained ({result.iteration} iterations)": prediction[prediction.roi]},
         arrays["raw"][arrays["raw"].roi],
         arrays["labels"][arrays["labels"].roi],
         arrays["raw"].voxel_size,
         neighborhood,
     )
+    return {
+        segmenter: compare_with_baseline(*inputs, segmenter=segmenter)
+        for segmenter in ("voltrain", "waterz")
+    }

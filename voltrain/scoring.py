@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from voltrain.baseline import intensity_affinities
+from voltrain.errors import ConfigError, DataError
 from voltrain.evaluate import evaluate_segmentation
 from voltrain.segment import SegmentConfig, segment_array
 
@@ -27,6 +28,8 @@ DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 # The mutex watershed's bias decides how readily fragments grow across weak boundaries;
 # which value suits depends on how the affinities are calibrated, so it is swept too.
 DEFAULT_FRAGMENT_BIASES = (0.5, 0.7, 0.9)
+WATERZ_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+NEAREST_NEIGHBOURS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
 BASELINE_NAME = "no learning (raw intensity)"
 
 
@@ -68,6 +71,31 @@ def score_affinities(
     return Scores(best_setting, by_setting[best_setting], by_setting, time.perf_counter() - start)
 
 
+def score_with_waterz(
+    affinities: np.ndarray,
+    gt: np.ndarray,
+    neighborhood: Sequence[Sequence[int]],
+    thresholds: Sequence[float] = WATERZ_THRESHOLDS,
+    mask: np.ndarray | None = None,
+) -> Scores:
+    """Like ``score_affinities``, but segmented by waterz (watershed fragments, mean-affinity
+    agglomeration): a cross-check that separates the segmentation step's errors from the
+    affinities'. Settings are (nan, threshold): waterz has no fragment bias."""
+    import waterz
+
+    if [list(map(int, offset)) for offset in neighborhood] != NEAREST_NEIGHBOURS:
+        raise DataError(f"waterz needs the neighbourhood {NEAREST_NEIGHBOURS}, got {neighborhood}")
+    start = time.perf_counter()
+    thresholds = sorted(float(t) for t in thresholds)
+    segmentations = waterz.agglomerate(np.ascontiguousarray(affinities, np.float32), thresholds)
+    by_setting = {
+        (float("nan"), threshold): evaluate_segmentation(segmentation.copy(), gt, mask)
+        for threshold, segmentation in zip(thresholds, segmentations, strict=True)
+    }
+    best_setting = min(by_setting, key=lambda setting: by_setting[setting]["voi"])
+    return Scores(best_setting, by_setting[best_setting], by_setting, time.perf_counter() - start)
+
+
 def compare_with_baseline(
     model_affinities: Mapping[str, np.ndarray],
     raw: np.ndarray,
@@ -77,15 +105,27 @@ def compare_with_baseline(
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     mask: np.ndarray | None = None,
     fragment_biases: Sequence[float] = DEFAULT_FRAGMENT_BIASES,
+    segmenter: str = "voltrain",
 ) -> dict[str, Scores]:
-    """Scores of each named model's affinities and of the no-learning baseline, in order."""
-    sweep = {"thresholds": thresholds, "mask": mask, "fragment_biases": fragment_biases}
-    rows = {
-        name: score_affinities(affinities, gt, neighborhood, **sweep)
-        for name, affinities in model_affinities.items()
-    }
-    baseline = intensity_affinities(raw, neighborhood, voxel_size)
-    rows[BASELINE_NAME] = score_affinities(baseline, gt, neighborhood, **sweep)
+    """Scores of each named model's affinities and of the no-learning baseline, in order.
+
+    ``segmenter``: ``voltrain`` (``score_affinities``) or ``waterz`` (``score_with_waterz``,
+    ``thresholds`` default to ``WATERZ_THRESHOLDS`` there and ``fragment_biases`` are unused).
+    """
+    if segmenter == "voltrain":
+
+        def score(affinities: np.ndarray) -> Scores:
+            return score_affinities(affinities, gt, neighborhood, thresholds, mask, fragment_biases)
+
+    elif segmenter == "waterz":
+
+        def score(affinities: np.ndarray) -> Scores:
+            return score_with_waterz(affinities, gt, neighborhood, mask=mask)
+
+    else:
+        raise ConfigError(f"segmenter must be 'voltrain' or 'waterz', got '{segmenter}'")
+    rows = {name: score(affinities) for name, affinities in model_affinities.items()}
+    rows[BASELINE_NAME] = score(intensity_affinities(raw, neighborhood, voxel_size))
     return rows
 
 
@@ -101,7 +141,11 @@ def format_scores(rows: Mapping[str, Scores]) -> str:
         best = scores.best
         lines.append(
             f"| {name:<{name_width}} | {best['voi_split']:.3f} | {best['voi_merge']:.3f} "
-            f"| {best['voi']:.3f} | {best['arand']:.3f} | {scores.best_setting[0]:g} "
+            f"| {best['voi']:.3f} | {best['arand']:.3f} | {_setting(scores.best_setting[0])} "
             f"| {scores.best_setting[1]:g} |"
         )
     return "\n".join(lines)
+
+
+def _setting(value: float) -> str:
+    return "–" if np.isnan(value) else f"{value:g}"
