@@ -143,6 +143,20 @@ def test_demo_runs_shortened(tmp_path):
     assert (out / "run" / "checkpoints" / "iteration_00000004.pt").exists()
     assert (out / "run" / "snapshots" / "4.png").is_file()
     assert f"view:        voltrain view {out / 'run'}" in result.stdout
+    # it ends by scoring the held-out volume, trained model beside the no-learning baseline,
+    # segmented by voltrain and, as a cross-check, by waterz
+    for segmenter in ("voltrain", "waterz"):
+        after = result.stdout[result.stdout.index(f"segmented by {segmenter}:") :]
+        table = after[after.index("| affinities") :].splitlines()
+        assert "VOI split" in table[0] and "ARAND" in table[0]
+        assert table[2].startswith("| trained (4 iterations)")
+        assert table[3].startswith("| no learning (raw intensity)")
+    assert open_ds(str(out / "heldout_prediction.zarr" / "affinities" / "s0")).shape == (
+        3,
+        48,
+        48,
+        48,
+    )
 
 
 def test_profile_prints_the_time_of_each_pipeline_stage(

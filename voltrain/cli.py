@@ -97,7 +97,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from voltrain.demo import run_demo
+    from voltrain.demo import run_demo, score_demo
+    from voltrain.scoring import format_scores
 
     if args.size < 48:
         raise VoltrainError(f"--size must be at least 48 voxels, got {args.size}")
@@ -111,6 +112,9 @@ def _demo(args: argparse.Namespace) -> None:
         progress=not args.no_progress,
     )
     _report(result)
+    print("\nscoring the held-out volume (predict, segment, evaluate) ...", flush=True)
+    for segmenter, rows in score_demo(args.out, result, device=args.device).items():
+        print(f"\nsegmented by {segmenter}:\n{format_scores(rows)}")
 
 
 def _add_predict_parsers(commands) -> None:

@@ -92,7 +92,7 @@ def make_synthetic_volume(
     Returns:
         A :class:`SyntheticVolume` describing what was written.
     """
-    shape_c, voxel_size_c, offset_c, chunk_c = _validate(
+    shape_c, voxel_size_c, offset_c, chunk_c = check_volume_args(
         shape, voxel_size, offset, num_cells, mask_fraction, chunk_shape, zarr_format
     )
     rng = np.random.default_rng(seed)
@@ -102,20 +102,14 @@ def make_synthetic_volume(
     raw = membrane_raw(labels, rng)
 
     container = Path(container)
-    zarr.open_group(str(container), mode="w", zarr_format=zarr_format)
-    for name, data in (("raw", raw), ("labels", labels), ("mask", mask)):
-        dataset = prepare_ds(
-            str(container / name),
-            shape=shape_c,
-            offset=offset_c,
-            voxel_size=voxel_size_c,
-            chunk_shape=chunk_c,
-            dtype=data.dtype,
-            mode="w",
-            zarr_format=zarr_format,
-        )
-        dataset[dataset.roi] = data
-
+    write_datasets(
+        container,
+        {"raw": raw, "labels": labels, "mask": mask},
+        voxel_size_c,
+        offset_c,
+        chunk_c,
+        zarr_format,
+    )
     return SyntheticVolume(
         container=container,
         raw="raw",
@@ -126,6 +120,30 @@ def make_synthetic_volume(
         offset=offset_c,
         mask_coverage=float(mask.mean()),
     )
+
+
+def write_datasets(
+    container: Path,
+    arrays: dict[str, np.ndarray],
+    voxel_size: Coordinate,
+    offset: Coordinate,
+    chunk_shape: Coordinate,
+    zarr_format: int,
+) -> None:
+    """Replace ``container`` by a zarr group holding ``arrays``, with voxel size and offset."""
+    zarr.open_group(str(container), mode="w", zarr_format=zarr_format)
+    for name, data in arrays.items():
+        dataset = prepare_ds(
+            str(container / name),
+            shape=data.shape,
+            offset=offset,
+            voxel_size=voxel_size,
+            chunk_shape=chunk_shape,
+            dtype=data.dtype,
+            mode="w",
+            zarr_format=zarr_format,
+        )
+        dataset[dataset.roi] = data
 
 
 def voronoi_labels(
@@ -188,7 +206,7 @@ def smooth_blob_mask(
     return mask.reshape(smooth.shape)
 
 
-def _validate(
+def check_volume_args(
     shape: Sequence[int],
     voxel_size: Sequence[int],
     offset: Sequence[int],
@@ -197,6 +215,7 @@ def _validate(
     chunk_shape: Sequence[int],
     zarr_format: int,
 ) -> tuple[Coordinate, Coordinate, Coordinate, Coordinate]:
+    """Check the arguments of a synthetic volume; return shape, voxel size, offset, chunks."""
     dims = len(shape)
     for name, value in (
         ("voxel_size", voxel_size),
