@@ -32,6 +32,7 @@ import yaml
 from funlib.persistence import open_ds
 
 from voltrain.experiment import load_config
+from voltrain.io.ome import level_array_path
 from voltrain.predict import predict
 from voltrain.run import train
 from voltrain.scoring import compare_with_baseline, format_scores
@@ -111,7 +112,7 @@ def em_pair(directory: Path, variant: str, shape, seed: int) -> tuple[Path, Path
 
 
 def read(path: str):
-    dataset = open_ds(path)
+    dataset = open_ds(level_array_path(path))
     return dataset[dataset.roi], dataset.voxel_size
 
 

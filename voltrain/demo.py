@@ -71,6 +71,7 @@ def score_demo(
     """
     from funlib.persistence import open_ds
 
+    from voltrain.io.write import level_path
     from voltrain.predict import predict
 
     out_dir = Path(out_dir)
@@ -86,7 +87,7 @@ def score_demo(
         progress=False,
     )
     arrays = {name: open_ds(str(heldout / name)) for name in ("raw", "labels")}
-    prediction = open_ds(affinities)
+    prediction = open_ds(level_path(affinities))
     neighborhood = load_config(out_dir / "demo.yaml").task.neighborhood
     inputs = (
         {f"trained ({result.iteration} iterations)": prediction[prediction.roi]},
