@@ -15,6 +15,7 @@ from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import load_config, parse_config
+from voltrain.io.write import level_path
 from voltrain.models.unet import build_model
 from voltrain.predict import predict
 from voltrain.run import TrainingRun
@@ -100,7 +101,7 @@ def test_snapshot_gt_and_target_line_up_with_the_coarse_labels(coarse_volume, tm
     config = _config(coarse_volume, snapshot_interval=2, batch_size=1, min_masked=0.2)
     run = _train(config, tmp_path / "run", 2)
     group = tmp_path / "run" / "snapshots.zarr" / "2"
-    arrays = {n: open_ds(str(group / n)) for n in ("raw", "gt", "target", "prediction")}
+    arrays = {n: open_ds(level_path(group / n)) for n in ("raw", "gt", "target", "prediction")}
     assert arrays["raw"].voxel_size == Coordinate(4, 4, 4)
     assert arrays["raw"].shape == (36, 36, 36)
     for name in ("gt", "target", "prediction"):
@@ -214,7 +215,7 @@ def test_predict_writes_the_output_at_the_labels_voxel_size(coarse_volume, tmp_p
     str_roi = "16,32,48:160,160,160"
     raw_path = str(coarse_volume / "raw")
     predict(config_path, checkpoint, raw_path, str(output), roi=str_roi, progress=False)
-    prediction = open_ds(str(output))
+    prediction = open_ds(level_path(output))
     assert prediction.voxel_size == Coordinate(8, 8, 8)
     assert prediction.roi == roi and prediction.shape == (3, 20, 20, 20)
     expected = torch.sigmoid(_whole_pass(model, coarse_volume / "raw", roi)).numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -185,7 +186,7 @@ def test_a_corrupt_chunk_is_named_in_one_line_before_the_run_directory_is_writte
     assert _train(_config(write_config, container), out) == 2
     err = _one_line(capsys)
     assert f"array '{container / 'raw'}': chunk 'c/" in err
-    assert "Zstd" in err
+    assert re.search(r"cannot be read: \S", err), err  # the codec's own reason follows
     assert not out.exists()
 
 

@@ -14,6 +14,7 @@ from funlib.persistence import open_ds, prepare_ds
 from tests.helpers import experiment_dict
 from voltrain.cli import main
 from voltrain.experiment import load_config, parse_config
+from voltrain.io.write import level_path
 from voltrain.models.unet import build_model
 from voltrain.predict import predict
 from voltrain.run import TrainingRun
@@ -93,7 +94,7 @@ def test_two_channel_raw_trains_snapshots_and_predicts(volume, two_channel_raw, 
     run = TrainingRun(parse_config(config), tmp_path / "run", "cpu")
     run.prepare(resume=False)
     run.train(progress=False)
-    snapshot = open_ds(str(tmp_path / "run" / "snapshots.zarr" / "2" / "raw"))
+    snapshot = open_ds(level_path(tmp_path / "run" / "snapshots.zarr" / "2" / "raw"))
     assert snapshot.shape == (2, 36, 36, 36) and snapshot.voxel_size == Coordinate(8, 8, 8)
     data = snapshot[snapshot.roi]
     np.testing.assert_allclose(data[0] + data[1], 1.0, atol=1e-6)  # raw and its inverse
@@ -104,7 +105,7 @@ def test_two_channel_raw_trains_snapshots_and_predicts(volume, two_channel_raw, 
     output = tmp_path / "out.zarr" / "pred"
     roi = "16,32,48:320,320,320"  # 2 blocks of 20 output voxels per axis
     predict(config_path, checkpoint, str(two_channel_raw), str(output), roi=roi, progress=False)
-    prediction = open_ds(str(output))
+    prediction = open_ds(level_path(output))
     assert prediction.shape == (3, 40, 40, 40)
     # the network sees both channels: one forward pass over the same input agrees
     raw = open_ds(str(two_channel_raw))

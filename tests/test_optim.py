@@ -114,7 +114,7 @@ BAD = {
     ),
     "step without step_size": (
         {"lr_schedule": {"type": "step"}},
-        r"trainer.lr_schedule.step_size: Field required",
+        r"trainer.lr_schedule.step_size: required key is missing",
     ),
     "key of another schedule": (
         {"lr_schedule": {"type": "cosine", "power": 2}},

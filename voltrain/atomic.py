@@ -28,6 +28,11 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None], durable: b
                 file.flush()
                 os.fsync(file.fileno())
         os.replace(temporary, final)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is None:  # a failed flush or fsync: name the file it was for
+            raise OSError(error.errno, error.strerror, str(final)) from None
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -47,7 +47,12 @@ class RunPictures(Callback):
         self.write_loss_plot()
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self.write_loss_plot()
+        # Called on the way out of a failed run too: a picture that cannot be written
+        # (a full disk) must not hide the error that ended the run.
+        try:
+            self.write_loss_plot()
+        except OSError as error:
+            logger.warning("could not write %s: %s", self.out_dir / "loss.png", error)
 
     def write_loss_plot(self) -> Path | None:
         """Draw ``loss.png`` from ``metrics.jsonl``; None when there are no rows yet."""

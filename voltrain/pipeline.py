@@ -223,7 +223,9 @@ class TrainingPipeline:
     def _context(self, raw_voxel_size: Coordinate, voxel_size: Coordinate) -> Coordinate:
         """World units raw reaches beyond the output region on each side."""
         raw_size = self.input_shape * raw_voxel_size
-        return (raw_size - self.output_shape * voxel_size) / 2
+        crop = (raw_size - self.output_shape * voxel_size) / raw_voxel_size  # raw voxels
+        # on raw's grid: an odd crop leaves its extra voxel beyond the output's far side
+        return (crop / 2) * raw_voxel_size
 
     def sample_request(self, seed: int) -> gp.BatchRequest:
         """A request for one sample centred near the origin; the location node moves it.

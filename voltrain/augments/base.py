@@ -140,10 +140,20 @@ def parse_augments(items: list[Any]) -> list[AugmentConfig]:
         try:
             parsed.append(cls.model_validate(item))
         except ValidationError as error:
-            problems += [{**e, "loc": (index, *e["loc"])} for e in error.errors()]
+            problems += [{**e, "loc": (index, *_located(cls, e))} for e in error.errors()]
     if problems:
         raise ValidationError.from_exception_data("augments", problems)
     return parsed
+
+
+def _located(cls: type[AugmentConfig], error: dict[str, Any]) -> tuple:
+    """An error's location in the augment; a node constructor's error (raised for the whole
+    config by ``_node_accepts``) is placed at the argument its message starts with."""
+    if error["loc"]:
+        return tuple(error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    first = str(cause if cause is not None else error["msg"]).split(" ", 1)[0]
+    return (first,) if first in cls.model_fields else ()
 
 
 def _type_problem(index: int, item: Any, names: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from funlib.geometry import Roi
 
 from voltrain.blocks.record import BlockIsDone, BlockRecord
 from voltrain.errors import VoltrainError
+from voltrain.faults import first_line
 from voltrain.faults.console import stderr_into
 from voltrain.faults.os_errors import DiskFullError, describe_os_error
 
@@ -109,6 +110,12 @@ def run_task(
         reason = str(error).strip().splitlines()[0]
         # The first line may end by introducing a traceback that the worker logs hold.
         return re.sub(r"\s*[^.;]*:$", "", reason)
+    except BaseException as error:
+        # daisy's Rust scheduler panics when it cannot print (its log on a full disk); the
+        # blocks it left unfinished are then reported like any others.
+        if type(error).__name__ != "PanicException":
+            raise
+        return f"daisy stopped: {first_line(error)}"
     finally:
         daisy_logging.set_log_basedir(previous_log_dir)
     return None
