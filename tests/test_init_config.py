@@ -11,6 +11,7 @@ import yaml
 
 from voltrain.cli import main
 from voltrain.experiment import load_config
+from voltrain.inference import check_centred
 from voltrain.init_geometry import choose_input_shape, downsample_factors, target_shape
 from voltrain.models.unet import UNetConfig, output_shape
 from voltrain.schema import experiment_schema
@@ -75,6 +76,9 @@ def test_init_writes_a_config_that_trains_as_written(case, tmp_path, capsys):
     assert "input shape:" in capsys.readouterr().out
 
     config = load_config(out)  # valid exactly as written
+    # blocks can be centred on their output, as voltrain predict and validation need
+    input_shape = config.trainer.input_shape
+    check_centred(input_shape, output_shape(config.model, input_shape), "init")
     text = out.read_text()
     _check_against_schema(yaml.safe_load(text))
     assert "# A shape the U-Net accepts" in text and "trainer.input_shape" not in text

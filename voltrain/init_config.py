@@ -26,6 +26,7 @@ from voltrain.experiment import parse_config
 from voltrain.init_geometry import (
     MEMORY_USE,
     activation_bytes_per_voxel,
+    centred,
     choose_input_shape,
     downsample_factors,
     estimated_gib,
@@ -126,10 +127,12 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
     voxel_size = tuple(facts.voxel_size)
     factors = downsample_factors(voxel_size, request.levels)
     pooling = max((max(f) for f in factors), default=2)
-    model = UNetConfig(
-        num_fmaps=request.num_fmaps,
-        fmap_inc_factor=5 if pooling == 3 else 3,
-        downsample_factors=factors,
+    model = centred(
+        UNetConfig(
+            num_fmaps=request.num_fmaps,
+            fmap_inc_factor=5 if pooling == 3 else 3,
+            downsample_factors=factors,
+        )
     )
     tied = fine_axes(voxel_size) if is_anisotropic(voxel_size) else list(range(3))
     target = _requested_shape(request, model)

@@ -93,6 +93,25 @@ def _context(model: UNetConfig, axis: int) -> int:
     return size - output
 
 
+def centred(model: UNetConfig) -> UNetConfig:
+    """``model`` with factors changed so that every axis crops an even number of voxels.
+
+    Prediction and blockwise validation centre each block's input on its output, which an
+    odd crop does not allow (two poolings of 3 along an axis crop an odd number). The
+    deepest pooling of 3 on such an axis becomes 2.
+    """
+    factors = [list(level) for level in model.downsample_factors]
+    for axis in range(len(factors[0]) if factors else 0):
+        candidate = model.model_copy(update={"downsample_factors": factors})
+        if _context(candidate, axis) % 2 == 0:
+            continue
+        for level in reversed(factors):
+            if level[axis] == 3:
+                level[axis] = 2
+                break
+    return model.model_copy(update={"downsample_factors": factors})
+
+
 def choose_input_shape(
     model: UNetConfig,
     target: Sequence[float],
