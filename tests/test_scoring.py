@@ -33,7 +33,7 @@ def perfect_affinities(gt: np.ndarray) -> np.ndarray:
 def test_perfect_affinities_score_zero_voi_and_every_setting_is_scored():
     gt = slabs()
     scores = score_affinities(
-        perfect_affinities(gt), gt, NEIGHBORHOOD, (0.3, 0.5, 0.7), fragment_biases=(0.5, 0.7)
+        perfect_affinities(gt), gt, NEIGHBORHOOD, (0.3, 0.5, 0.7), sweep=(0.5, 0.7)
     )
     assert scores.best["voi"] < 1e-9 and scores.best["arand"] < 1e-9
     assert set(scores.by_setting) == {(b, t) for b in (0.5, 0.7) for t in (0.3, 0.5, 0.7)}
@@ -53,7 +53,7 @@ def test_the_best_setting_is_the_one_with_the_lowest_voi():
 def test_all_connected_affinities_are_one_merge():
     gt = slabs()
     ones = np.ones((3, *gt.shape), np.float32)
-    scores = score_affinities(ones, gt, NEIGHBORHOOD, (0.5,), fragment_biases=(0.5,))
+    scores = score_affinities(ones, gt, NEIGHBORHOOD, (0.5,), sweep=(0.5,))
     assert scores.best["voi_split"] < 1e-9
     assert scores.best["voi_merge"] > 1.9  # log2(4): four equal slabs in one segment
 

@@ -37,6 +37,7 @@ def segment_array(
     thresholds: Sequence[float],
     mask: np.ndarray | None = None,
     config: SegmentConfig | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> dict[float, np.ndarray]:
     """Segment (C, z, y, x) affinities in [0, 1]: one uint64 segmentation per threshold.
 
@@ -47,6 +48,8 @@ def segment_array(
         mask: voxels outside it (0) become background.
         config: fragment and scoring settings; its ``thresholds`` are ignored. Default:
             ``SegmentConfig()`` with the whole volume as one block.
+        voxel_size: (z, y, x) world units per voxel, for the watershed's distances
+            (default: isotropic).
     """
     from voltrain.errors import ConfigError
 
@@ -64,10 +67,10 @@ def segment_array(
         fragments[block.slices] = block_fragments(
             affinities[(slice(None), *block.slices)],
             neighborhood,
-            config.fragment_bias,
+            config,
             block_mask,
-            config.min_fragment_size,
             id_offset(block.index, block_shape),
+            voxel_size,
         )
     context = neighborhood_context(neighborhood)
     tables = []

@@ -75,10 +75,10 @@ class StageBlocks:
         fragments = block_fragments(
             self._read_affinities(roi),
             self.spec.neighborhood,
-            self.spec.settings.fragment_bias,
+            self.spec.settings,
             mask,
-            self.spec.settings.min_fragment_size,
             id_offset(index, self.spec.block_shape),
+            self.spec.voxel_size,
         )
         self._output(self.store.fragments).write(roi, fragments)
         self.store.records["fragments"].mark_done(write_roi)
