@@ -34,6 +34,11 @@ class SegmentConfig(StrictModel):
             higher gives fewer, larger fragments.
         fragments_per_section: (``watershed``) flood every z section on its own, for
             anisotropic stacks (e.g. 40×4×4 nm) with shifted sections.
+        fragment_context: (``watershed``) voxels of context (of the finest axis, scaled
+            like ``seed_radius``) on every side of a block that the watershed sees, so
+            that an object grazing a block is flooded from its own seed.
+        background_threshold: (``watershed``) voxels with no affinity above it are
+            background (0).
         fragment_bias: (``mutex``) affinities above it attract and below it repel;
             higher gives more, smaller fragments.
         score: the edge score: ``mean`` affinity, or a ``quantile`` of the affinities.
@@ -48,6 +53,8 @@ class SegmentConfig(StrictModel):
     boundary_threshold: float = Field(0.5, ge=0.0, le=1.0)
     seed_radius: float = Field(5.0, gt=0.0)
     fragments_per_section: bool = False
+    fragment_context: int = Field(8, ge=0)
+    background_threshold: float = Field(0.01, ge=0.0, le=1.0)
     fragment_bias: float = Field(0.5, ge=0.0, le=1.0)
     score: Literal["mean", "quantile"] = "mean"
     quantile: float = Field(0.5, ge=0.0, le=1.0)

@@ -8,10 +8,10 @@ Two methods, chosen by ``segment.fragments``:
   the inside of objects; the distance of each of them to the nearest boundary (in world
   units, so anisotropic voxels are measured right) peaks at object centres; one seed per
   peak (local maxima within ``seed_radius``); scikit-image's watershed floods
-  ``1 - boundary map`` from the seeds; fragments are then split where only edges below
-  the threshold hold them together, and voxels with no edge above it are background, as
-  in the mutex watershed. A noisy boundary voxel can only let a fragment
-  leak if it also moves a distance peak, so fragments stop at boundaries.
+  ``1 - boundary map`` from the seeds, on the block grown by ``fragment_context``.
+  Fragments are cut where only edges at or below ``background_threshold`` join them, and
+  voxels with no edge above it are background. A noisy boundary voxel can only let a
+  fragment leak if it also moves a distance peak, so fragments stop at boundaries.
 - ``mutex``: mwatershed's mutex watershed on the affinities minus ``fragment_bias``; edges
   above the bias attract, edges below repel. One weak boundary edge merges two objects.
 
@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+from skimage.feature import peak_local_max
 from skimage.segmentation import watershed
 
 from voltrain.segment.config import SegmentConfig
@@ -42,14 +43,20 @@ def block_fragments(
     mask: np.ndarray | None = None,
     id_offset: int = 0,
     voxel_size: Sequence[float] | None = None,
+    crop: tuple[slice, slice, slice] | None = None,
 ) -> np.ndarray:
     """Fragments (uint64, 0 = background) of one block's (C, z, y, x) affinities.
 
     ``settings`` chooses the method and its parameters; ``voxel_size`` (z, y, x) scales the
-    watershed's distances (default: isotropic). Local IDs are consecutive from 1 and then
-    shifted by ``id_offset``.
+    watershed's distances (default: isotropic). ``crop``: the block within ``affinities``
+    when they were read with context (``fragment_window``); the fragments are the block's.
+    Local IDs are consecutive from 1 and then shifted by ``id_offset``.
     """
     if settings.fragments == "mutex":
+        if crop is not None:
+            affinities = affinities[(slice(None), *crop)]
+            mask = None if mask is None else mask[crop]
+            crop = None
         weights = affinities.astype(np.float64) - settings.fragment_bias
         offsets = [list(map(int, o)) for o in neighborhood]
         fragments = np.asarray(mwatershed.agglom(weights, offsets), dtype=np.uint64)
@@ -57,9 +64,14 @@ def block_fragments(
         boundary = boundary_map(affinities, neighborhood, settings.boundary)
         spacing = tuple(float(v) for v in (voxel_size or (1.0, 1.0, 1.0)))
         flooded = seeded_watershed(boundary, settings, mask, spacing)
+        # As waterz does, voxels with no edge above a low level are background; a higher
+        # level would make one background segment of every object's boundary voxels.
         fragments = split_at_weak_edges(
-            flooded, affinities, neighborhood, settings.boundary_threshold
+            flooded, affinities, neighborhood, settings.background_threshold
         )
+    if crop is not None:
+        fragments = np.ascontiguousarray(fragments[crop])
+        mask = None if mask is None else mask[crop]
     if mask is not None:
         fragments[mask == 0] = 0
     if settings.min_fragment_size > 1:
@@ -110,10 +122,11 @@ def split_at_weak_edges(
     threshold: float,
 ) -> np.ndarray:
     """Each fragment split into its parts connected by nearest-neighbour edges above
-    ``threshold``; voxels with no such edge become background (as in the mutex watershed).
+    ``threshold``; voxels with no such edge become background.
 
-    The flood gives a seedless sliver of an object (one voxel thick at a block face, say)
-    to a neighbour across a boundary; the edges between them are weak, so it comes apart.
+    A voxel watershed does not know on which side of a voxel a boundary edge lies, so on
+    hard boundaries (affinity 0) between thin objects it floods across them; with a low
+    ``threshold`` (``background_threshold``) only such certain boundaries are cut.
     """
     index = np.arange(fragments.size).reshape(fragments.shape)
     linked = np.zeros(fragments.shape, dtype=bool)
@@ -182,17 +195,53 @@ def _flood(
     return fragments.astype(np.uint64, copy=False)
 
 
+def scaled_radius(radius: float, voxel_size: Sequence[float]) -> tuple[int, ...]:
+    """``radius`` voxels of the finest axis as voxels of every axis (at least one)."""
+    finest = min(voxel_size)
+    return tuple(max(1, round(radius * finest / v)) for v in voxel_size)
+
+
+def fragment_window(
+    begin: Sequence[int],
+    shape: Sequence[int],
+    volume_shape: Sequence[int],
+    settings: SegmentConfig,
+    voxel_size: Sequence[float] | None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The (begin, end) voxels a block's fragments are computed on: the block grown by
+    ``settings.fragment_context`` (scaled like ``seed_radius``), inside the volume.
+
+    With context, an object that only grazes a block is flooded from its own seed outside
+    the block rather than taken by a neighbour's; the same window in the in-memory and
+    the blockwise run gives the same fragments.
+    """
+    if settings.fragments == "mutex" or settings.fragment_context == 0:
+        context = (0, 0, 0)
+    else:
+        context = scaled_radius(settings.fragment_context, voxel_size or (1, 1, 1))
+    low = tuple(max(0, b - c) for b, c in zip(begin, context, strict=True))
+    high = tuple(
+        min(v, b + s + c) for b, s, c, v in zip(begin, shape, context, volume_shape, strict=True)
+    )
+    return low, high
+
+
 def _seeds(
     distance: np.ndarray, seed_radius: float, voxel_size: tuple[float, float, float]
 ) -> np.ndarray:
-    """One label per plateau of local maxima of ``distance`` inside objects."""
-    finest = min(voxel_size)
+    """One label per group of local maxima of ``distance``; every connected part of the
+    objects' inside gets at least one, so a small object beside a large one keeps its own."""
     # The window spans ``seed_radius`` voxels of the finest axis, the same world distance
     # on coarser axes (at least one voxel either side, never across a lone section).
+    radius = scaled_radius(seed_radius, voxel_size)
     size = [
-        1 if extent == 1 else 2 * max(1, round(seed_radius * finest / v)) + 1
-        for v, extent in zip(voxel_size, distance.shape, strict=True)
+        1 if extent == 1 else 2 * r + 1 for r, extent in zip(radius, distance.shape, strict=True)
     ]
-    peaks = (distance == ndimage.maximum_filter(distance, size=size)) & (distance > 0)
+    inside, _ = ndimage.label(distance > 0)
+    peaks = np.zeros(distance.shape, dtype=bool)
+    coordinates = peak_local_max(
+        distance, footprint=np.ones(size, dtype=bool), labels=inside, exclude_border=False
+    )
+    peaks[tuple(coordinates.T)] = True
     seeds, _ = ndimage.label(peaks)
     return seeds

@@ -14,7 +14,7 @@ import numpy as np
 from voltrain.segment.agglomerate import agglomerate, relabel
 from voltrain.segment.blocks import id_offset, iter_blocks, padded_read
 from voltrain.segment.config import SegmentConfig, check_thresholds
-from voltrain.segment.fragments import block_fragments
+from voltrain.segment.fragments import block_fragments, fragment_window
 from voltrain.segment.rag import block_edges, merge_edge_tables, neighborhood_context, stats_width
 
 
@@ -63,14 +63,20 @@ def segment_array(
     block_shape = tuple(config.block_shape or shape)
     fragments = np.zeros(shape, dtype=np.uint64)
     for block in iter_blocks(shape, block_shape):
-        block_mask = None if mask is None else mask[block.slices]
+        low, high = fragment_window(block.begin, block.shape, shape, config, voxel_size)
+        window = tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))
+        crop = tuple(
+            slice(b - lo, b - lo + s)
+            for b, lo, s in zip(block.begin, low, block.shape, strict=True)
+        )
         fragments[block.slices] = block_fragments(
-            affinities[(slice(None), *block.slices)],
+            affinities[(slice(None), *window)],
             neighborhood,
             config,
-            block_mask,
+            None if mask is None else mask[window],
             id_offset(block.index, block_shape),
             voxel_size,
+            crop,
         )
     context = neighborhood_context(neighborhood)
     tables = []
