@@ -4,7 +4,7 @@ Generates a synthetic EM training volume and a held-out volume drawn with anothe
 (``voltrain.synthetic_em``), trains the reference model (the demo config: U-Net, affinities,
 full augment list) for a fixed number of iterations, and the same model without augments;
 predicts the held-out volume with each (``voltrain.predict``), segments the affinities
-(``voltrain.segment.segment_array``) over a sweep of fragment biases and thresholds and
+(``voltrain.segment.segment_array``) over a sweep of boundary thresholds and merge thresholds and
 scores them against the held-out labels (``voltrain.evaluate``, via ``voltrain.scoring``).
 The no-learning baseline goes through the same segmentation: affinities from raw intensity
 (``voltrain.baseline``). Prints VOI split, merge and sum and ARAND at each row's best
@@ -126,13 +126,14 @@ def quality_report(rows, timings, iterations, device, variant, shape) -> dict:
         "timings": timings,
         "scores": {
             name: {
-                "fragment_bias": scores.best_setting[0],
+                "fragment_parameter": scores.parameter,
+                "fragment_value": scores.best_setting[0],
                 "threshold": scores.best_setting[1],
                 **scores.best,
                 "seconds": scores.seconds,
                 "by_setting": [
-                    {"fragment_bias": bias, "threshold": threshold, **result}
-                    for (bias, threshold), result in scores.by_setting.items()
+                    {"fragment_value": value, "threshold": threshold, **result}
+                    for (value, threshold), result in scores.by_setting.items()
                 ],
             }
             for name, scores in rows.items()
@@ -185,7 +186,7 @@ def main() -> None:
     )
     print(format_scores(rows))
     cross_check = compare_with_baseline(runs, raw, gt, voxel_size, neighborhood, segmenter="waterz")
-    print("\ncross-check, the same affinities segmented by waterz (no fragment bias):\n")
+    print("\ncross-check, the same affinities segmented by waterz (no fragment parameter):\n")
     print(format_scores(cross_check))
     report = quality_report(rows, timings, iterations, args.device, args.variant, gt.shape)
     report["waterz_cross_check"] = quality_report(

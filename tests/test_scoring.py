@@ -33,7 +33,7 @@ def perfect_affinities(gt: np.ndarray) -> np.ndarray:
 def test_perfect_affinities_score_zero_voi_and_every_setting_is_scored():
     gt = slabs()
     scores = score_affinities(
-        perfect_affinities(gt), gt, NEIGHBORHOOD, (0.3, 0.5, 0.7), fragment_biases=(0.5, 0.7)
+        perfect_affinities(gt), gt, NEIGHBORHOOD, (0.3, 0.5, 0.7), sweep=(0.5, 0.7)
     )
     assert scores.best["voi"] < 1e-9 and scores.best["arand"] < 1e-9
     assert set(scores.by_setting) == {(b, t) for b in (0.5, 0.7) for t in (0.3, 0.5, 0.7)}
@@ -53,7 +53,7 @@ def test_the_best_setting_is_the_one_with_the_lowest_voi():
 def test_all_connected_affinities_are_one_merge():
     gt = slabs()
     ones = np.ones((3, *gt.shape), np.float32)
-    scores = score_affinities(ones, gt, NEIGHBORHOOD, (0.5,), fragment_biases=(0.5,))
+    scores = score_affinities(ones, gt, NEIGHBORHOOD, (0.5,), sweep=(0.5,))
     assert scores.best["voi_split"] < 1e-9
     assert scores.best["voi_merge"] > 1.9  # log2(4): four equal slabs in one segment
 
@@ -87,3 +87,18 @@ def test_waterz_cross_check_scores_the_same_affinities_and_refuses_other_offsets
         score_with_waterz(perfect_affinities(gt), gt, [[-1, 0, 0], [0, -2, 0], [0, 0, -1]])
     with pytest.raises(ConfigError, match="segmenter"):
         compare_with_baseline({}, raw, gt, (8, 8, 8), NEIGHBORHOOD, segmenter="magic")
+
+
+def test_the_mutex_variant_sweeps_its_fragment_bias_and_the_table_names_the_parameter():
+    gt = slabs()
+    rng = np.random.default_rng(1)
+    noisy = np.clip(perfect_affinities(gt) + rng.normal(0, 0.2, (3, *gt.shape)), 0, 1)
+    noisy = noisy.astype(np.float32)
+    mutex = score_affinities(noisy, gt, NEIGHBORHOOD, (0.5,), fragments="mutex", sweep=(0.6,))
+    watershed = score_affinities(noisy, gt, NEIGHBORHOOD, (0.5,), sweep=(0.4, 0.6))
+    assert set(mutex.by_setting) == {(0.6, 0.5)} and mutex.parameter == "fragment_bias"
+    assert set(watershed.by_setting) == {(0.4, 0.5), (0.6, 0.5)}
+    assert "| boundary threshold |" in format_scores({"w": watershed}).splitlines()[0]
+    assert "| fragment bias |" in format_scores({"m": mutex}).splitlines()[0]
+    with pytest.raises(ConfigError, match="fragments"):
+        score_affinities(noisy, gt, NEIGHBORHOOD, (0.5,), fragments="waterz")

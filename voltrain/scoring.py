@@ -1,7 +1,8 @@
 """Score affinities the way a connectomics user judges them: segment, then count errors.
 
 ``score_affinities`` segments (C, z, y, x) affinities with ``voltrain.segment.segment_array``
-for every pair of fragment bias and agglomeration threshold, and scores each segmentation
+for every pair of fragment parameter (the seeded watershed's boundary threshold, or the
+mutex watershed's fragment bias) and agglomeration threshold, and scores each segmentation
 against ground truth with ``voltrain.evaluate.evaluate_segmentation``; the pair with the
 lowest VOI (split + merge) is reported, as DaCapo's post-processing parameter sweep does.
 Every set of affinities gets the same sweep, so none is favoured by the choice of
@@ -25,9 +26,11 @@ from voltrain.evaluate import evaluate_segmentation
 from voltrain.segment import SegmentConfig, segment_array
 
 DEFAULT_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
-# The mutex watershed's bias decides how readily fragments grow across weak boundaries;
-# which value suits depends on how the affinities are calibrated, so it is swept too.
-DEFAULT_FRAGMENT_BIASES = (0.5, 0.7, 0.9)
+# The one fragment parameter that decides how readily fragments grow across weak boundaries
+# (the seeded watershed's boundary threshold, the mutex watershed's bias); which value suits
+# depends on how the affinities are calibrated, so it is swept too.
+FRAGMENT_PARAMETERS = {"watershed": "boundary_threshold", "mutex": "fragment_bias"}
+DEFAULT_SWEEPS = {"watershed": (0.3, 0.5, 0.7), "mutex": (0.5, 0.7, 0.9)}
 WATERZ_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 NEAREST_NEIGHBOURS = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
 BASELINE_NAME = "no learning (raw intensity)"
@@ -38,16 +41,18 @@ class Scores:
     """The scores of one set of affinities: the best setting's, and every setting's.
 
     Args:
-        best_setting: the (fragment bias, threshold) with the lowest VOI.
+        best_setting: the (fragment parameter, threshold) with the lowest VOI.
         best: ``evaluate_segmentation``'s dict at that setting.
-        by_setting: that dict for every (fragment bias, threshold) tried.
+        by_setting: that dict for every (fragment parameter, threshold) tried.
         seconds: time spent segmenting and scoring.
+        parameter: the fragment parameter's ``SegmentConfig`` key; ``""`` when none.
     """
 
     best_setting: tuple[float, float]
     best: dict
     by_setting: dict[tuple[float, float], dict] = field(default_factory=dict)
     seconds: float = 0.0
+    parameter: str = ""
 
 
 def score_affinities(
@@ -56,19 +61,32 @@ def score_affinities(
     neighborhood: Sequence[Sequence[int]],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     mask: np.ndarray | None = None,
-    fragment_biases: Sequence[float] = DEFAULT_FRAGMENT_BIASES,
+    fragments: str = "watershed",
+    sweep: Sequence[float] | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> Scores:
-    """Segment ``affinities`` with every fragment bias and threshold; score each on ``gt``."""
+    """Segment ``affinities`` with every fragment parameter and threshold; score each.
+
+    ``fragments``: ``segment.fragments`` (``watershed`` or ``mutex``); ``sweep``: the values
+    of its parameter (``FRAGMENT_PARAMETERS``), default ``DEFAULT_SWEEPS``; ``voxel_size``
+    scales the watershed's distances.
+    """
+    if fragments not in FRAGMENT_PARAMETERS:
+        raise ConfigError(f"fragments must be 'watershed' or 'mutex', got '{fragments}'")
+    parameter = FRAGMENT_PARAMETERS[fragments]
     start = time.perf_counter()
     by_setting = {}
-    for bias in fragment_biases:
-        config = SegmentConfig(block_shape=None, fragment_bias=bias)
-        segmentations = segment_array(affinities, neighborhood, thresholds, mask, config)
+    for value in DEFAULT_SWEEPS[fragments] if sweep is None else sweep:
+        config = SegmentConfig(block_shape=None, fragments=fragments, **{parameter: value})
+        segmentations = segment_array(
+            affinities, neighborhood, thresholds, mask, config, voxel_size
+        )
         for threshold, segmentation in segmentations.items():
             scores = evaluate_segmentation(segmentation, gt, mask)
-            by_setting[(float(bias), float(threshold))] = scores
+            by_setting[(float(value), float(threshold))] = scores
     best_setting = min(by_setting, key=lambda setting: by_setting[setting]["voi"])
-    return Scores(best_setting, by_setting[best_setting], by_setting, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return Scores(best_setting, by_setting[best_setting], by_setting, seconds, parameter)
 
 
 def score_with_waterz(
@@ -104,18 +122,21 @@ def compare_with_baseline(
     neighborhood: Sequence[Sequence[int]],
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     mask: np.ndarray | None = None,
-    fragment_biases: Sequence[float] = DEFAULT_FRAGMENT_BIASES,
+    fragments: str = "watershed",
+    sweep: Sequence[float] | None = None,
     segmenter: str = "voltrain",
 ) -> dict[str, Scores]:
     """Scores of each named model's affinities and of the no-learning baseline, in order.
 
-    ``segmenter``: ``voltrain`` (``score_affinities``) or ``waterz`` (``score_with_waterz``,
-    ``thresholds`` default to ``WATERZ_THRESHOLDS`` there and ``fragment_biases`` are unused).
+    ``segmenter``: ``voltrain`` (``score_affinities`` with ``fragments`` and ``sweep``) or
+    ``waterz`` (``score_with_waterz``; ``thresholds``, ``fragments`` and ``sweep`` unused).
     """
     if segmenter == "voltrain":
 
         def score(affinities: np.ndarray) -> Scores:
-            return score_affinities(affinities, gt, neighborhood, thresholds, mask, fragment_biases)
+            return score_affinities(
+                affinities, gt, neighborhood, thresholds, mask, fragments, sweep, voxel_size
+            )
 
     elif segmenter == "waterz":
 
@@ -132,9 +153,11 @@ def compare_with_baseline(
 def format_scores(rows: Mapping[str, Scores]) -> str:
     """A Markdown table: VOI split, merge and sum, ARAND, and each row's best setting."""
     name_width = max(len("affinities"), *(len(name) for name in rows))
+    parameters = {scores.parameter for scores in rows.values()} - {""}
+    parameter = parameters.pop().replace("_", " ") if len(parameters) == 1 else "fragments"
     lines = [
         f"| {'affinities':<{name_width}} | VOI split | VOI merge | VOI | ARAND "
-        "| fragment bias | threshold |",
+        f"| {parameter} | threshold |",
         f"|{'-' * (name_width + 2)}|---:|---:|---:|---:|---:|---:|",
     ]
     for name, scores in rows.items():

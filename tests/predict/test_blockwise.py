@@ -330,12 +330,18 @@ def test_larger_blocks_predict_the_same_and_segment_in_the_same_command(
     assert main(args) == 0
     assert "predicted 8 of 8 blocks" in capsys.readouterr().out  # 320 nm blocks, not 160
     expected = whole_volume_prediction(trained[2], str(volume / "raw"), INPUT_ROI)
-    prediction = open_ds(level_path(output))[:]
+    predicted = open_ds(level_path(output))
+    prediction = predicted[:]
     np.testing.assert_allclose(prediction, expected, rtol=0, atol=1e-5)
 
     config = SegmentConfig(block_shape=[64, 64, 64])  # experiment_dict's segment default
     in_memory = segment_array(
-        prediction, [[-1, 0, 0], [0, -1, 0], [0, 0, -1]], [0.3, 0.7], None, config
+        prediction,
+        [[-1, 0, 0], [0, -1, 0], [0, 0, -1]],
+        [0.3, 0.7],
+        None,
+        config,
+        predicted.voxel_size,
     )
     for threshold in (0.3, 0.7):
         result = open_ds(level_path(f"{segmentation}/threshold_{threshold}"))

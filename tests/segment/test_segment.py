@@ -15,6 +15,7 @@ import zarr
 from funlib.persistence import open_ds
 from segment_volumes import (
     NEIGHBORHOOD,
+    VOXEL,
     affinities_of,
     touching_cubes,
     write_array,
@@ -99,7 +100,7 @@ def test_blockwise_equals_the_whole_volume_in_memory(workers, tmp_path):
     labels, affinities = noisy_cells()
     result = run_segment(tmp_path, affinities, workers=workers)
     config = SegmentConfig(block_shape=[8, 8, 8])
-    in_memory = segment_array(affinities, NEIGHBORHOOD, [0.3, 0.7], config=config)
+    in_memory = segment_array(affinities, NEIGHBORHOOD, [0.3, 0.7], config=config, voxel_size=VOXEL)
     for threshold in (0.3, 0.7):
         # the same blocks give the very same IDs, whichever worker ran which block
         np.testing.assert_array_equal(result[threshold], in_memory[threshold])

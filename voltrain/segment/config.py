@@ -12,7 +12,8 @@ from voltrain.config import StrictModel
 class SegmentConfig(StrictModel):
     """How affinities become a segmentation (the ``segment:`` section of an experiment).
 
-    Fragments come from a mutex watershed (mwatershed) per block; a fragment graph with the
+    Fragments come from a watershed per block (seeded, scikit-image, by default; or
+    mwatershed's mutex watershed); a fragment graph with the
     mean (or a quantile) affinity of every pair of touching fragments is agglomerated
     hierarchically over the whole volume; each threshold gives one segmentation.
 
@@ -20,8 +21,26 @@ class SegmentConfig(StrictModel):
         thresholds: merge thresholds in [0, 1]: at threshold ``t`` two regions merge while
             ``1 - score`` of their edge is below ``t`` (waterz's convention: higher merges
             more). One segmentation per threshold.
-        fragment_bias: affinities above it attract and below it repel in the mutex
-            watershed that makes the fragments; higher gives more, smaller fragments.
+        fragments: ``watershed``: a seeded watershed of the mean nearest-neighbour
+            affinity, seeds at the peaks of the distance to boundaries (the field's
+            "watershed from affinities"); ``mutex``: mwatershed's mutex watershed.
+        boundary: (``watershed``) the boundary map: ``min``, each voxel's weakest
+            nearest-neighbour edge (from either end: sees a boundary between touching
+            objects), or ``mean``, the mean of its nearest-neighbour channels (lsd's).
+        boundary_threshold: (``watershed``) voxels whose boundary map is above it are
+            inside objects; their distance to the rest places the seeds.
+        seed_radius: (``watershed``) one seed per local maximum of that distance within
+            this many voxels of the finest axis (the same world distance on the others);
+            higher gives fewer, larger fragments.
+        fragments_per_section: (``watershed``) flood every z section on its own, for
+            anisotropic stacks (e.g. 40×4×4 nm) with shifted sections.
+        fragment_context: (``watershed``) voxels of context (of the finest axis, scaled
+            like ``seed_radius``) on every side of a block that the watershed sees, so
+            that an object grazing a block is flooded from its own seed.
+        background_threshold: (``watershed``) voxels with no affinity above it are
+            background (0).
+        fragment_bias: (``mutex``) affinities above it attract and below it repel;
+            higher gives more, smaller fragments.
         score: the edge score: ``mean`` affinity, or a ``quantile`` of the affinities.
         quantile: the quantile in [0, 1] when ``score: quantile``.
         block_shape: (z, y, x) voxels per block; ``None``: the whole volume is one block.
@@ -29,6 +48,13 @@ class SegmentConfig(StrictModel):
     """
 
     thresholds: list[float] = Field(default_factory=lambda: [0.5], min_length=1)
+    fragments: Literal["watershed", "mutex"] = "watershed"
+    boundary: Literal["min", "mean"] = "min"
+    boundary_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    seed_radius: float = Field(5.0, gt=0.0)
+    fragments_per_section: bool = False
+    fragment_context: int = Field(8, ge=0)
+    background_threshold: float = Field(0.01, ge=0.0, le=1.0)
     fragment_bias: float = Field(0.5, ge=0.0, le=1.0)
     score: Literal["mean", "quantile"] = "mean"
     quantile: float = Field(0.5, ge=0.0, le=1.0)

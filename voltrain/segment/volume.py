@@ -14,7 +14,7 @@ import numpy as np
 from voltrain.segment.agglomerate import agglomerate, relabel
 from voltrain.segment.blocks import id_offset, iter_blocks, padded_read
 from voltrain.segment.config import SegmentConfig, check_thresholds
-from voltrain.segment.fragments import block_fragments
+from voltrain.segment.fragments import block_fragments, fragment_window
 from voltrain.segment.rag import block_edges, merge_edge_tables, neighborhood_context, stats_width
 
 
@@ -37,6 +37,7 @@ def segment_array(
     thresholds: Sequence[float],
     mask: np.ndarray | None = None,
     config: SegmentConfig | None = None,
+    voxel_size: Sequence[float] | None = None,
 ) -> dict[float, np.ndarray]:
     """Segment (C, z, y, x) affinities in [0, 1]: one uint64 segmentation per threshold.
 
@@ -47,6 +48,8 @@ def segment_array(
         mask: voxels outside it (0) become background.
         config: fragment and scoring settings; its ``thresholds`` are ignored. Default:
             ``SegmentConfig()`` with the whole volume as one block.
+        voxel_size: (z, y, x) world units per voxel, for the watershed's distances
+            (default: isotropic).
     """
     from voltrain.errors import ConfigError
 
@@ -60,14 +63,20 @@ def segment_array(
     block_shape = tuple(config.block_shape or shape)
     fragments = np.zeros(shape, dtype=np.uint64)
     for block in iter_blocks(shape, block_shape):
-        block_mask = None if mask is None else mask[block.slices]
+        low, high = fragment_window(block.begin, block.shape, shape, config, voxel_size)
+        window = tuple(slice(lo, hi) for lo, hi in zip(low, high, strict=True))
+        crop = tuple(
+            slice(b - lo, b - lo + s)
+            for b, lo, s in zip(block.begin, low, block.shape, strict=True)
+        )
         fragments[block.slices] = block_fragments(
-            affinities[(slice(None), *block.slices)],
+            affinities[(slice(None), *window)],
             neighborhood,
-            config.fragment_bias,
-            block_mask,
-            config.min_fragment_size,
+            config,
+            None if mask is None else mask[window],
             id_offset(block.index, block_shape),
+            voxel_size,
+            crop,
         )
     context = neighborhood_context(neighborhood)
     tables = []

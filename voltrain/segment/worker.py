@@ -1,6 +1,6 @@
 """The segmentation workers: one per stage, each a daisy worker function.
 
-- ``fragments``: the block's affinities (and mask) → mutex-watershed fragments, written
+- ``fragments``: the block's affinities (and mask), with context → fragments, written
   with the block's ID offset;
 - ``edges``: the block's fragments with a context of the largest offset and its
   affinities → the edges the block owns, saved as a table;
@@ -15,7 +15,7 @@ from funlib.geometry import Coordinate, Roi
 from voltrain.blocks.record import block_name
 from voltrain.segment.agglomerate import relabel
 from voltrain.segment.blocks import block_index, id_offset
-from voltrain.segment.fragments import block_fragments
+from voltrain.segment.fragments import block_fragments, fragment_window
 from voltrain.segment.rag import block_edges, neighborhood_context
 from voltrain.segment.spec import SegmentSpec
 from voltrain.segment.store import SegmentStore
@@ -71,14 +71,27 @@ class StageBlocks:
         roi = self._inside(write_roi)
         begin = (roi.begin - self.spec.roi.begin) / self.voxel_size
         index = block_index(begin, self.spec.volume_shape, self.spec.block_shape)
-        mask = None if self.mask is None else self.mask.read(roi)
+        low, high = fragment_window(
+            begin,
+            roi.shape / self.voxel_size,
+            self.spec.volume_shape,
+            self.spec.settings,
+            self.spec.voxel_size,
+        )
+        window = Roi(Coordinate(low), Coordinate(high) - Coordinate(low)) * self.voxel_size
+        window = window.shift(self.spec.roi.begin)
+        crop = tuple(
+            slice(b - lo, b - lo + s)
+            for b, lo, s in zip(begin, low, roi.shape / self.voxel_size, strict=True)
+        )
         fragments = block_fragments(
-            self._read_affinities(roi),
+            self._read_affinities(window),
             self.spec.neighborhood,
-            self.spec.settings.fragment_bias,
-            mask,
-            self.spec.settings.min_fragment_size,
+            self.spec.settings,
+            None if self.mask is None else self.mask.read(window),
             id_offset(index, self.spec.block_shape),
+            self.spec.voxel_size,
+            crop,
         )
         self._output(self.store.fragments).write(roi, fragments)
         self.store.records["fragments"].mark_done(write_roi)
