@@ -14,7 +14,7 @@ segmentation step, and writes ``quality.json``.
     python benchmarks/quality.py [--out DIR] [--device cpu|cuda] [--iterations N]
         [--variant isotropic|anisotropic] [--size Z Y X] [--only RUN]
 
-On the CPU the default budget is small (300 iterations per run, sized for two idle cores);
+On the CPU the default budget is small (500 iterations per run, sized for two idle cores);
 with ``--device cuda`` it is 3000 iterations.
 """
 
@@ -38,7 +38,7 @@ from voltrain.run import train
 from voltrain.scoring import compare_with_baseline, format_scores
 from voltrain.synthetic_em import make_em_pair
 
-ITERATIONS = {"cpu": 300, "cuda": 3000}
+ITERATIONS = {"cpu": 500, "cuda": 3000}
 RUNS = {"trained": True, "trained_without_augments": False}  # name: with augments
 # Without augments only the fixed intensity map stays, so both runs see the same raw range.
 KEPT_WITHOUT_AUGMENTS = {"intensity_scale_shift"}
