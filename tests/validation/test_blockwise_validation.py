@@ -153,14 +153,17 @@ def test_a_metric_the_task_does_not_compute_is_a_config_error(volume, validation
         run.prepare(resume=False)
 
 
+@pytest.mark.parametrize("segment", [{}, {"fragments": "mutex"}], ids=["default", "mutex"])
 def test_voi_validation_scores_the_segmented_whole_volume_at_its_best_threshold(
-    volume, validation_volume, tmp_path
+    segment, volume, validation_volume, tmp_path
 ):
     from voltrain.evaluate import evaluate_segmentation
     from voltrain.segment import segment_array
+    from voltrain.segment.config import SegmentConfig
 
     validation = {"mode": "blockwise", "metric": "voi", "thresholds": [0.2, 0.5, 0.8]}
     raw = _raw(volume, validation_volume, {"type": "affinities"}, validation=validation)
+    raw["segment"] = {**raw.get("segment", {}), **segment}  # the experiment's segment section
     run = TrainingRun(parse_config(raw), tmp_path / "run", "cpu")
     run.prepare(resume=False)
     scores = run.trainer.validator.evaluate(run.model)
@@ -171,7 +174,10 @@ def test_voi_validation_scores_the_segmented_whole_volume_at_its_best_threshold(
         logits = run.model.eval()(torch.from_numpy(raw_data).float()[None, None])[0]
     affinities = torch.sigmoid(logits).numpy()
     mask = open_ds(str(validation_volume / "mask"))[gt_array.roi]
-    segmentations = segment_array(affinities, NEIGHBORHOOD, [0.2, 0.5, 0.8], mask)
+    settings = SegmentConfig(**{**raw["segment"], "block_shape": None})
+    segmentations = segment_array(
+        affinities, NEIGHBORHOOD, [0.2, 0.5, 0.8], mask, settings, gt_array.voxel_size
+    )
     expected = {
         t: evaluate_segmentation(s, gt_array[gt_array.roi], mask) for t, s in segmentations.items()
     }

@@ -106,6 +106,7 @@ class TrainingRun:
         self.model.to(self.device)
         self.trainer = config.trainer.build()
         self.trainer.input = config.input
+        self.trainer.segment = config.segment
         for callback in callbacks:
             self.trainer.add_callback(callback)
         self.optimizer = self.trainer.create_optimizer(self.model)

@@ -66,13 +66,13 @@ class SegmentationScorer:
     def score(self, volumes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> dict:
         """``validation_voi`` ... at the best threshold, and ``validation_threshold``.
 
-        ``volumes``: (affinities, gt, mask or None) of each validation volume, on one grid.
+        ``volumes``: (affinities, gt, mask or None, voxel size) of each validation volume.
         """
         totals = {t: dict.fromkeys(SEGMENTATION_METRICS, 0.0) for t in self.thresholds}
         voxels = 0
-        for affinities, gt, mask in volumes:
+        for affinities, gt, mask, voxel_size in volumes:
             segmentations = segment_array(
-                affinities, self.neighborhood, self.thresholds, mask, self.settings
+                affinities, self.neighborhood, self.thresholds, mask, self.settings, voxel_size
             )
             for threshold, segmentation in segmentations.items():
                 scores = evaluate_segmentation(segmentation, gt, mask)

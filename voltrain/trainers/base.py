@@ -71,6 +71,8 @@ class Trainer(ABC):
         input: the experiment's ``input`` section (normalisation, fixed intensity maps);
             set it before ``build_batch_provider``. ``raw_input()`` completes it with the
             trainer section's older keys.
+        segment: the experiment's ``segment`` section, which validation by segmentation
+            (``trainer.validation.metric: voi``) segments with; None: its defaults.
         can_validate: whether ``build_validation_provider`` is implemented.
         voxel_size: the training data's voxel size, once the provider is built (None for
             a trainer that reads no data).
@@ -97,6 +99,7 @@ class Trainer(ABC):
         self.stop_requested = False
         self.validator = None
         self.input = InputConfig()
+        self.segment = None
         self.voxel_size: Coordinate | None = None
         self.units: list[str] | None = None
         self.stage_profile: StageProfile | None = None

@@ -247,7 +247,9 @@ class GunpowderTrainer(Trainer):
             return None
         from voltrain.segment.validation import SegmentationScorer
 
-        return SegmentationScorer(task.neighborhood, validation.thresholds, validation.metric)
+        return SegmentationScorer(
+            task.neighborhood, validation.thresholds, validation.metric, self.segment
+        )
 
     def __enter__(self) -> GunpowderTrainer:
         if self.pipeline is None:

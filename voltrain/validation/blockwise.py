@@ -166,14 +166,14 @@ class BlockwiseValidator:
         return results
 
     def _segmentable(self, volume: TrainingVolume, predictions: list[torch.Tensor]):
-        """(affinities, gt, mask) of a volume over its gt ROI, for the scorer."""
+        """(affinities, gt, mask, voxel size) of a volume over its gt ROI, for the scorer."""
         from voltrain.segment.validation import assemble_blocks
 
         roi = volume.gt.roi
         blocks = [p.numpy() for p in predictions]
         affinities = assemble_blocks(self.blocks(volume), blocks, roi, volume.voxel_size)
         mask = None if volume.mask is None else volume.mask.to_ndarray(roi, fill_value=0)
-        return affinities, volume.gt[roi], mask
+        return affinities, volume.gt[roi], mask, volume.voxel_size
 
     def _blocks_of(self, volume: TrainingVolume, model: torch.nn.Module):
         """(logits, target, weight) of every block of ``volume``, each (1, C, z, y, x)."""
