@@ -21,6 +21,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 
 from voltrain.atomic import atomic_write
+from voltrain.errors import ConfigError
 
 
 def tile_roi(roi: Roi, block_shape: Coordinate) -> list[Roi]:
@@ -94,3 +95,32 @@ class BlockIsDone:
 
     def __call__(self, block) -> bool:
         return BlockRecord(self.directory).is_done(block.write_roi)
+
+
+def read_output_record(output: str, key: str) -> dict | None:
+    """The ``key`` attribute of the zarr group at ``output`` (a blockwise output's record of
+    what it holds and whether it is complete), or None: no group, or no such record."""
+    import zarr
+
+    try:
+        handle = zarr.open(output, mode="r")
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+    record = handle.attrs.get(key) if isinstance(handle, zarr.Group) else None
+    return dict(record) if isinstance(record, dict) else None
+
+
+def check_output_record(output: str, record: dict | None, identity: dict, what: str) -> None:
+    """Raise ``ConfigError`` unless ``record`` says the output at ``output`` holds the
+    ``what`` (e.g. ``prediction``) that ``identity`` describes, so a rerun may resume it."""
+    if record is None:
+        raise ConfigError(
+            f"--output {output}: exists and is not a voltrain {what}; choose "
+            "another path or pass --overwrite to replace it"
+        )
+    differing = [key for key, value in identity.items() if record.get(key) != value]
+    if differing:
+        raise ConfigError(
+            f"--output {output}: holds a {what} with another "
+            f"{', '.join(differing)}; pass --overwrite to replace it or choose another path"
+        )

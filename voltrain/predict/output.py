@@ -31,7 +31,12 @@ import zarr
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import open_ds
 
-from voltrain.blocks.record import BlockRecord, tile_roi
+from voltrain.blocks.record import (
+    BlockRecord,
+    check_output_record,
+    read_output_record,
+    tile_roi,
+)
 from voltrain.errors import ConfigError
 from voltrain.io.write import Placement, create_image, level_path
 
@@ -112,29 +117,11 @@ class OutputStore:
 
     def record(self) -> dict | None:
         """The ``voltrain_predict`` attribute, or None if the image has none."""
-        try:
-            handle = zarr.open(self.output, mode="r")
-        except (FileNotFoundError, KeyError, ValueError):
-            return None
-        if not isinstance(handle, zarr.Group):
-            return None
-        record = handle.attrs.get(RECORD_KEY)
-        return dict(record) if isinstance(record, dict) else None
+        return read_output_record(self.output, RECORD_KEY)
 
     def check_resumable(self, spec: PredictionSpec) -> None:
         """Raise ``ConfigError`` unless the existing output is this very prediction."""
-        record = self.record()
-        if record is None:
-            raise ConfigError(
-                f"--output {self.output}: exists and is not a voltrain prediction; choose "
-                "another path or pass --overwrite to replace it"
-            )
-        differing = [key for key, value in spec.identity().items() if record.get(key) != value]
-        if differing:
-            raise ConfigError(
-                f"--output {self.output}: holds a prediction with another "
-                f"{', '.join(differing)}; pass --overwrite to replace it or choose another path"
-            )
+        check_output_record(self.output, self.record(), spec.identity(), "prediction")
 
     def create(self, spec: PredictionSpec, labels: bool = False) -> None:
         """Create the empty output image, marked incomplete, and a fresh ``.done`` directory.

@@ -29,8 +29,12 @@ import numpy as np
 import zarr
 from funlib.geometry import Coordinate
 
-from voltrain.blocks.record import BlockRecord, write_atomically
-from voltrain.errors import ConfigError
+from voltrain.blocks.record import (
+    BlockRecord,
+    check_output_record,
+    read_output_record,
+    write_atomically,
+)
 from voltrain.segment.spec import SegmentSpec
 
 RECORD_KEY = "voltrain_segment"
@@ -65,27 +69,11 @@ class SegmentStore:
 
     def record(self) -> dict | None:
         """The ``voltrain_segment`` attribute of the group, or None."""
-        try:
-            handle = zarr.open(self.output, mode="r")
-        except (FileNotFoundError, KeyError, ValueError):
-            return None
-        record = handle.attrs.get(RECORD_KEY) if isinstance(handle, zarr.Group) else None
-        return dict(record) if isinstance(record, dict) else None
+        return read_output_record(self.output, RECORD_KEY)
 
     def check_resumable(self, spec: SegmentSpec) -> None:
         """Raise ``ConfigError`` unless the existing output holds these very fragments."""
-        record = self.record()
-        if record is None:
-            raise ConfigError(
-                f"--output {self.output}: exists and is not a voltrain segmentation; choose "
-                "another path or pass --overwrite to replace it"
-            )
-        differing = [key for key, value in spec.identity().items() if record.get(key) != value]
-        if differing:
-            raise ConfigError(
-                f"--output {self.output}: holds a segmentation with another "
-                f"{', '.join(differing)}; pass --overwrite to replace it or choose another path"
-            )
+        check_output_record(self.output, self.record(), spec.identity(), "segmentation")
 
     def create(self, spec: SegmentSpec) -> None:
         """Create the group, an empty fragments array and fresh stage records."""
