@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from funlib.geometry import Coordinate, Roi
@@ -52,10 +50,8 @@ def test_drawn_centres_are_mostly_well_masked(volume):
 
 def test_unreachable_min_masked_fails_fast_naming_the_dataset(sparse_volume):
     opened = _volume(sparse_volume)
-    start = time.perf_counter()
     with pytest.raises(SamplingError) as error:
         compute_sampling_map(opened, Coordinate(20, 20, 20) * 8, min_masked=0.99)
-    assert time.perf_counter() - start < 5
     message = str(error.value)
     assert "dataset 'cells'" in message
     assert "covers 1" in message or "covers 9" in message  # ~10% coverage, named

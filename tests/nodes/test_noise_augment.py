@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -92,17 +90,3 @@ def test_noise_seeds_are_spread_across_draws():
 def test_bad_values_are_rejected(kwargs):
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         NoiseAugment(RAW, **kwargs)
-
-
-def test_gaussian_noise_on_a_132_cube_is_fast():
-    node = NoiseAugment(RAW, mode="gaussian", var=0.01)
-    data = np.random.default_rng(0).random((132, 132, 132), dtype=np.float32)
-    best = min(_time(node, data) for _ in range(3))
-    # ~20 ms on one core; a loose bound keeps a loaded CI machine from failing the test
-    assert best < 0.2
-
-
-def _time(node: NoiseAugment, data: np.ndarray) -> float:
-    start = time.perf_counter()
-    node.apply_transform(data, NoiseParams(apply=True, noise_seed=0))
-    return time.perf_counter() - start
