@@ -170,8 +170,10 @@ def hole_mask(hole: Hole, shape: HoleShape) -> np.ndarray:
     grids = np.meshgrid(*((np.arange(n) + 0.5) / n * 2 - 1 for n in hole.size), indexing="ij")
     distance = sum(g**2 for g in grids)
     field = np.random.default_rng(hole.shape_seed).standard_normal(hole.size)
-    field = ndimage.gaussian_filter(field, [n / 4 for n in hole.size], mode="wrap")
+    field = ndimage.gaussian_filter(field, [n / 8 for n in hole.size])
+    # zero mean: the noise bends the outline rather than growing or shrinking the blob
+    field -= field.mean()
     field /= max(float(field.std()), 1e-12)
-    inside = distance + 0.25 * field < 0.8
+    inside = distance + 0.4 * field < 0.8
     inside[tuple(n // 2 for n in hole.size)] = True  # never an empty hole
     return inside
