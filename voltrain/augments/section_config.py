@@ -13,8 +13,8 @@ class SectionAugmentConfig(AugmentConfig):
     """An augment config with ``axis``, ``per_section`` and ``section_probability``.
 
     A subclass whose keys depend on its ``mode`` lists them in ``mode_keys`` (mode ->
-    keys read only in that mode); setting a key of another mode is an error, not a silent
-    no-op.
+    keys read only in that mode); giving a key of another mode a value other than its
+    default is an error, not a silent no-op (defaults pass, so a dumped config reloads).
     """
 
     mode_keys: ClassVar[dict[str, frozenset[str]]] = {}
@@ -31,7 +31,9 @@ class SectionAugmentConfig(AugmentConfig):
     def _keys_fit_mode(self) -> SectionAugmentConfig:
         mode = getattr(self, "mode", None)
         for other, keys in self.mode_keys.items():
-            stray = sorted(keys & self.model_fields_set) if other != mode else []
+            given = keys & self.model_fields_set if other != mode else set()
+            fields = type(self).model_fields
+            stray = sorted(k for k in given if getattr(self, k) != fields[k].default)
             if stray:
                 raise ValueError(f"{stray[0]} is read only with mode '{other}', not '{mode}'")
         return self
