@@ -42,10 +42,11 @@ class RawSectionAugment(RawIntensityAugment):
 
     Filters read only the requested raw: near its faces they reflect raw (scipy's
     ``mode="reflect"``) rather than ask upstream for more. The affected band, a few
-    sigmas or half a kernel wide, lies in the network's context (valid convolutions crop
-    it away from the output), asking upstream for more would make the elastic pass
-    resample a larger box for every sample, and with ``clip_raw`` the extra raw at a
-    volume's face would be zeros, which blur darker than a reflection.
+    sigmas or half a kernel wide, lies in the network's context, outside the output
+    region (it reaches output voxels only through the rim of their receptive field);
+    asking upstream for more would make the elastic pass resample a larger box for every
+    sample; and with ``clip_raw`` the extra raw at a volume's face would be zeros, which
+    blur darker than a reflection.
 
     Args:
         raw_key: the float raw array (values ~[0, 1]).
