@@ -46,8 +46,5 @@ class BlurAugmentConfig(SectionAugmentConfig):
             sigma_max=self.sigma_max,
             length_min=self.length_min,
             length_max=self.length_max,
-            axis=self.axis,
-            per_section=self.per_section,
-            section_probability=self.section_probability,
-            p=self.p,
+            **self.section_arguments(),
         )

@@ -50,12 +50,7 @@ class ContrastAugmentConfig(SectionAugmentConfig):
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey
     ) -> gp.BatchFilter:
-        sections = {
-            "axis": self.axis,
-            "per_section": self.per_section,
-            "section_probability": self.section_probability,
-            "p": self.p,
-        }
+        sections = self.section_arguments()
         if self.mode == "clahe":
             return ClaheAugment(
                 raw_key,

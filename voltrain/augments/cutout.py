@@ -47,8 +47,5 @@ class CutoutAugmentConfig(SectionAugmentConfig):
             count_max=self.count_max,
             shape=self.shape,
             fill=self.fill,
-            axis=self.axis,
-            per_section=self.per_section,
-            section_probability=self.section_probability,
-            p=self.p,
+            **self.section_arguments(),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -26,6 +26,15 @@ class SectionAugmentConfig(AugmentConfig):
     section_probability: float = Field(
         1.0, description="with per_section, probability of changing each section, in [0, 1]"
     )
+
+    def section_arguments(self) -> dict[str, Any]:
+        """The node arguments these keys (and ``p``) give, the same for every such node."""
+        return {
+            "axis": self.axis,
+            "per_section": self.per_section,
+            "section_probability": self.section_probability,
+            "p": self.p,
+        }
 
     @model_validator(mode="after")
     def _keys_fit_mode(self) -> SectionAugmentConfig:
