@@ -8,7 +8,8 @@ node, grouped by node type:
 - ``read``: zarr reads (and ``Normalize`` when it runs on its own);
 - ``sample``: drawing the location;
 - ``deform``: the elastic resampling; with fused augments, also mirror, intensity and noise;
-- ``mirror``, ``intensity``, ``noise``: those augments when they run as separate nodes;
+- ``mirror``, ``intensity``, ``noise``: those augments when they run as separate nodes
+  (``intensity`` also counts the gamma, contrast, blur and cutout filters of raw);
 - ``target``: targets and loss weights;
 - ``other``: the rest of the wall time: samples redrawn after failing ``min_masked``,
   custom augments and gunpowder's own bookkeeping.
@@ -50,6 +51,10 @@ STAGE_OF_NODE: dict[str, str] = {
     "GammaAugment": "intensity",
     "IntensityScaleShift": "intensity",
     "NoiseAugment": "noise",
+    "BlurAugment": "intensity",
+    "ContrastAugment": "intensity",
+    "ClaheAugment": "intensity",
+    "CutoutAugment": "intensity",
     "AffinityTarget": "target",
     "BinaryTarget": "target",
 }

@@ -1,10 +1,13 @@
 """Augment configs: validated parameters that emit gunpowder nodes.
 
 Importing this package registers the built-in augments: elastic, simple, intensity, gamma,
-intensity_scale_shift and noise.
+intensity_scale_shift, noise, blur, contrast and cutout.
 """
 
 from voltrain.augments import (  # noqa: F401  (imported to register the built-ins)
+    blur,
+    contrast,
+    cutout,
     elastic,
     gamma,
     intensity,
