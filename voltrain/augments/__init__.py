@@ -1,14 +1,16 @@
 """Augment configs: validated parameters that emit gunpowder nodes.
 
 Importing this package registers the built-in augments: elastic, simple, intensity, gamma,
-intensity_scale_shift and noise.
+intensity_scale_shift, noise, defect and misalign.
 """
 
 from voltrain.augments import (  # noqa: F401  (imported to register the built-ins)
+    defect,
     elastic,
     gamma,
     intensity,
     intensity_scale_shift,
+    misalign,
     noise,
     simple,
 )
