@@ -155,19 +155,28 @@ class MisalignAugment(gp.BatchFilter):
         return outputs
 
     def _moved_array(self, source: gp.Array, roi: Roi) -> np.ndarray:
-        """``source`` cropped to ``roi``, with the moved sections read from ``x - shift``."""
+        """``source`` cropped to ``roi``, with the moved sections read from ``x - shift``.
+
+        Changes ``source``'s data in place and returns a view of it: only the moved
+        sections are copied (one section for a slip), not the whole array.
+        """
         voxel_size = source.spec.voxel_size
         origin = source.spec.roi.begin
-        out = source.data[_slices(roi, origin, voxel_size)].copy()
+        out = source.data[_slices(roi, origin, voxel_size)]
         moved = self._moved_part(roi)
         if moved is None:
             return out
+        if not out.flags.writeable:
+            out = out.copy()
         shift = self._params.shift
-        out[_slices(moved, roi.begin, voxel_size)] = 0
         readable = moved.shift(-shift).intersect(source.spec.roi)
-        if not readable.empty:
-            target = _slices(readable.shift(shift), roi.begin, voxel_size)
-            out[target] = source.data[_slices(readable, origin, voxel_size)]
+        # read before writing: the moved-in content overlaps the sections it moves into
+        content = (
+            None if readable.empty else source.data[_slices(readable, origin, voxel_size)].copy()
+        )
+        out[_slices(moved, roi.begin, voxel_size)] = 0
+        if content is not None:
+            out[_slices(readable.shift(shift), roi.begin, voxel_size)] = content
         return out
 
     def _moved_part(self, roi: Roi) -> Roi | None:
