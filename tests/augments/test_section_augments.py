@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from tests.helpers import experiment_dict
@@ -137,3 +138,12 @@ def test_training_with_both_runs_and_logs_finite_losses(volume, tmp_path, write_
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows] == [1, 2, 3]
     assert all(np.isfinite(row["loss"]) for row in rows)
+
+
+@pytest.mark.parametrize("entry", [DEFECT, MISALIGN, {**MISALIGN, "mode": "slip", "axis": 2}])
+def test_yaml_round_trip_gives_the_same_config(entry):
+    config = parse_augment(entry)
+    for key, value in entry.items():
+        assert getattr(config, key) == value
+    reloaded = parse_augment(yaml.safe_load(yaml.safe_dump(config.model_dump())))
+    assert reloaded == config and type(reloaded) is type(config)

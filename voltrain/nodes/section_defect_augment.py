@@ -190,8 +190,12 @@ class SectionDefectAugment(RawIntensityAugment):
         )
 
     def apply_transform(self, data: np.ndarray, params: DefectParams) -> np.ndarray:
-        """Return a copy of ``data`` (``(..., z, y, x)``) with the drawn sections damaged."""
-        out = data.copy()
+        """Return ``data`` (``(..., z, y, x)``) with the drawn sections damaged.
+
+        Changes ``data`` in place when it is writable (raw is this node's to change; a copy
+        of the whole array would cost more than the few damaged sections).
+        """
+        out = data if data.flags.writeable else data.copy()
         # sections first; leading channel axes stay together within each section
         sections = np.moveaxis(out, data.ndim - 3 + self.axis, 0)
         plane_axes = (-2, -1)
