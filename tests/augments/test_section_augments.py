@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from tests.helpers import experiment_dict
 from voltrain.augments import parse_augment, parse_augments
-from voltrain.errors import ConfigError
+from voltrain.errors import ConfigError, DataError
 from voltrain.experiment import load_config, parse_config
 from voltrain.models.unet import build_model
 from voltrain.nodes.misalign_augment import MisalignAugment
@@ -147,3 +147,15 @@ def test_yaml_round_trip_gives_the_same_config(entry):
         assert getattr(config, key) == value
     reloaded = parse_augment(yaml.safe_load(yaml.safe_dump(config.model_dump())))
     assert reloaded == config and type(reloaded) is type(config)
+
+
+def test_a_missing_artifact_volume_is_one_error_before_training(volume, tmp_path):
+    missing = str(tmp_path / "no_artifacts.zarr" / "raw")
+    defect = {"type": "defect", "prob_artifact": 0.2, "artifact_raw": missing}
+    defect["artifact_alpha"] = missing
+    config = parse_config(experiment_dict(volume, augments=[defect]))
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match="artifact_raw: .*no_artifacts.zarr") as error:
+        train(config, out, device="cpu", progress=False)
+    assert "\n" not in str(error.value)
+    assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()

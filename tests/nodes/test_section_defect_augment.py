@@ -8,6 +8,7 @@ import pytest
 from funlib.geometry import Coordinate
 from funlib.persistence import Array
 
+from voltrain.errors import DataError, unwrap_voltrain_errors
 from voltrain.nodes.section_defect_augment import (
     ARTIFACT,
     INTACT,
@@ -148,3 +149,31 @@ def test_sections_along_another_axis():
     missing = params.kinds == MISSING
     np.testing.assert_array_equal(batch[RAW].data[:, :, missing], 0.0)
     np.testing.assert_array_equal(batch[RAW].data[:, :, ~missing], SOURCES[RAW][:, :, ~missing])
+
+
+def test_an_artifact_volume_smaller_than_the_sections_is_a_data_error(tmp_path):
+    container = tmp_path / "small.zarr"
+    small = {"raw": np.zeros((3, 8, 8), np.uint8), "alpha": np.ones((3, 8, 8), np.float32)}
+    write_datasets(container, small, VOXEL_SIZE, Coordinate(0, 0, 0), Coordinate(3, 8, 8), 3)
+    node = SectionDefectAugment(
+        RAW,
+        prob_artifact=0.5,
+        artifact_raw=str(container / "raw"),
+        artifact_alpha=str(container / "alpha"),
+    )
+    with pytest.raises(DataError, match="artifact_raw: .*smaller within"), unwrap_voltrain_errors():
+        run(node, [0])
+
+
+def test_artifact_raw_and_alpha_of_different_shapes_are_a_data_error(tmp_path):
+    container = tmp_path / "mismatch.zarr"
+    arrays = {"raw": np.zeros((3, 20, 16), np.uint8), "alpha": np.ones((2, 20, 16), np.float32)}
+    write_datasets(container, arrays, VOXEL_SIZE, Coordinate(0, 0, 0), Coordinate(3, 20, 16), 3)
+    node = SectionDefectAugment(
+        RAW,
+        prob_artifact=0.5,
+        artifact_raw=str(container / "raw"),
+        artifact_alpha=str(container / "alpha"),
+    )
+    with pytest.raises(DataError, match="artifact_alpha: .*must match"), unwrap_voltrain_errors():
+        run(node, [0])
