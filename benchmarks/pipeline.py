@@ -6,8 +6,11 @@ without fusion, to show what each buys) and the stock-gunpowder pipeline. Prints
 of each and the ratio to stock (medians over rounds), milliseconds per stage, scaling with
 1 and 2 loader workers with the peak RSS of each worker, and the 10%-mask variant, where
 stock gunpowder never returns a sample (it is stopped after ``--sparse-time-limit``).
+With ``--sections``, the alternation also times the serial-section variant: voltrain's
+pipeline with ``misalign`` and ``defect`` added, against stock gunpowder with ShiftAugment
+and DefectAugment doing the same work (see ``stock_gunpowder.SECTION_*``).
 
-    OMP_NUM_THREADS=1 python benchmarks/pipeline.py [DIR] [--rounds 10]
+    OMP_NUM_THREADS=1 python benchmarks/pipeline.py [DIR] [--rounds 10] [--sections]
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ from torch.utils.data._utils.collate import default_collate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stock_gunpowder import (  # noqa: E402
+    SECTION_CONTRAST,
+    SECTION_PROB_LOW_CONTRAST,
+    SECTION_PROB_MISSING,
+    SLIP_MAX_NM,
     STAGE_OF_NODE,
     build_stock_pipeline,
     reference_volume,
@@ -66,6 +73,18 @@ REFERENCE_AUGMENTS = [
     {"type": "intensity", "scale_min": 0.9, "scale_max": 1.1, "shift_min": -0.1, "shift_max": 0.1},
     {"type": "noise", "mode": "gaussian", "var": 0.01},
 ]
+# the serial-section variant: one slipped section and per-section defects (the same work as
+# stock_gunpowder's sections=True)
+SECTION_AUGMENTS = [
+    {"type": "misalign", "mode": "slip", "max_displacement": SLIP_MAX_NM},
+    {
+        "type": "defect",
+        "prob_missing": SECTION_PROB_MISSING,
+        "prob_low_contrast": SECTION_PROB_LOW_CONTRAST,
+        "contrast_min": SECTION_CONTRAST,
+        "contrast_max": SECTION_CONTRAST,
+    },
+]
 # voltrain configurations timed side by side: the default, without each optimisation, and
 # the loader's share of deform_on_device (raw is then resampled on the training device)
 VOLTRAIN_VARIANTS = {
@@ -76,8 +95,9 @@ VOLTRAIN_VARIANTS = {
 }
 
 
-def voltrain_pipeline(container: Path, **options) -> TrainingPipeline:
-    """voltrain's reference pipeline over ``container``, sample shapes without a U-Net."""
+def voltrain_pipeline(container: Path, sections: bool = False, **options) -> TrainingPipeline:
+    """voltrain's reference pipeline over ``container``, sample shapes without a U-Net;
+    ``sections`` adds the serial-section augments."""
     datasets = [
         DatasetConfig(
             name=container.name,
@@ -89,7 +109,9 @@ def voltrain_pipeline(container: Path, **options) -> TrainingPipeline:
     volumes = open_training_volumes(datasets, OUTPUT_SHAPE)
     return TrainingPipeline(
         datasets=datasets,
-        augments=[parse_augment(a) for a in REFERENCE_AUGMENTS],
+        augments=[
+            parse_augment(a) for a in REFERENCE_AUGMENTS + (SECTION_AUGMENTS if sections else [])
+        ],
         task=AffinitiesTaskConfig(),
         input_shape=INPUT_SHAPE,
         output_shape=OUTPUT_SHAPE,
@@ -122,8 +144,8 @@ class VoltrainSide:
 class StockSide:
     """Draws stock-gunpowder samples in this process, timing each and its stages."""
 
-    def __init__(self, container: Path):
-        self.pipeline, self.request, _ = build_stock_pipeline(str(container))
+    def __init__(self, container: Path, sections: bool = False):
+        self.pipeline, self.request, _ = build_stock_pipeline(str(container), sections=sections)
         self.pipeline.setup()
         self.next_index = 0
 
@@ -249,16 +271,25 @@ def sparse_variant(container: Path, samples: int, time_limit_s: float) -> dict:
     return {"voltrain_rate": samples / sum(seconds), "stock": stock}
 
 
-def report_alternation(results: dict, collate: dict[str, float], stock: str = "stock") -> None:
-    """Samples/s per side (median of rounds), the ratios to stock, and ms per stage."""
-    stock_rates = np.array(results[stock]["rate"])
+def report_alternation(
+    results: dict, collate: dict[str, float], baselines: dict[str, str] | None = None
+) -> None:
+    """Samples/s per side (median of rounds), the ratios to stock, and ms per stage.
+
+    ``baselines`` names the stock side each voltrain side is compared with (default
+    ``stock``); a side named there as a baseline gets no ratio.
+    """
+    baselines = baselines or {}
+    stock_sides = {"stock", *baselines.values()}
     print("\nsamples/s, one process, one thread (median over rounds; per-round ratio median):")
     for name, result in results.items():
         rates = np.array(result["rate"])
         line = f"  {name:10s} {np.median(rates):6.2f} samples/s  {1000 / np.median(rates):6.0f} ms"
         line += f"  ({len(result['seconds'])} samples)"
-        if name != stock:
-            line += f"  {np.median(rates / stock_rates):5.1f}x stock"
+        if name not in stock_sides:
+            stock = baselines.get(name, "stock")
+            ratio = np.median(rates / np.array(results[stock]["rate"]))
+            line += f"  {ratio:5.1f}x {stock}"
         print(line)
     columns = {}
     for name, result in results.items():
@@ -287,6 +318,11 @@ def main() -> None:
     parser.add_argument("--regenerate", action="store_true", help="rewrite the volumes")
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-sparse", action="store_true")
+    parser.add_argument(
+        "--sections",
+        action="store_true",
+        help="also time misalign + defect against stock ShiftAugment + DefectAugment",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -300,10 +336,17 @@ def main() -> None:
     sides["stock"] = StockSide(dense)
     per_round = {name: args.voltrain_per_round for name in VOLTRAIN_VARIANTS}
     per_round["stock"] = args.stock_per_round
+    baselines = {}
+    if args.sections:
+        sides["sections"] = VoltrainSide(dense, sections=True)
+        sides["stock sect"] = StockSide(dense, sections=True)
+        per_round.update({"sections": args.voltrain_per_round, "stock sect": args.stock_per_round})
+        baselines["sections"] = "stock sect"
     print(f"alternating {args.rounds} rounds on {dense}:")
     results = alternate(sides, args.rounds, per_round, warmup=2)
-    collate = {name: collate_ms(sides[name].last_sample) for name in VOLTRAIN_VARIANTS}
-    report_alternation(results, collate)
+    voltrain_sides = [name for name in sides if name not in ("stock", "stock sect")]
+    collate = {name: collate_ms(sides[name].last_sample) for name in voltrain_sides}
+    report_alternation(results, collate, baselines)
     cache = sides["voltrain"].pipeline._chunk_cache
     print(
         f"collate: a batch of one sample (stock: none, it hands numpy arrays over); chunk "

@@ -34,6 +34,14 @@ MIN_MASKED = 0.5
 CONTROL_POINT_SPACING = Coordinate(80, 80, 80)
 JITTER_SIGMA = (16.0, 16.0, 16.0)
 AFFINITY_NEIGHBORHOOD = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
+# The serial-section variant (``sections=True``), the same work on both sides: each z
+# section of raw goes missing or loses contrast (x 0.1) with 5% probability each, and about
+# one section per sample slips in-plane, by a shift with a spread of about 20 nm per axis.
+SECTION_PROB_MISSING = 0.05
+SECTION_PROB_LOW_CONTRAST = 0.05
+SECTION_CONTRAST = 0.1
+SLIP_SIGMA_NM = 20.0  # stock: gaussian sigma per axis (ShiftAugment, per-section events)
+SLIP_MAX_NM = 32.0  # voltrain: uniform on the 8 nm grid in [-32, 32], std 20.7 nm
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # Which BENCHMARK.md stage each gunpowder node's time counts towards. There is no "transfer"
@@ -48,6 +56,8 @@ STAGE_OF_NODE = {
     "IntensityAugment": "intensity",
     "NoiseAugment": "noise",
     "AddAffinities": "target",
+    "ShiftAugment": "other",
+    "DefectAugment": "other",
 }
 
 
@@ -73,12 +83,14 @@ class TimedArraySource(gp.ArraySource):
 
 
 def build_stock_pipeline(
-    container: str, mask_dataset: str = "mask"
+    container: str, mask_dataset: str = "mask", sections: bool = False
 ) -> tuple[gp.Pipeline, gp.BatchRequest, dict[str, gp.ArrayKey]]:
     """Build the stock pipeline over ``container``'s raw/labels/``mask_dataset`` datasets.
 
     Returns the pipeline (not yet built), one sample's request (raw 132^3 voxels; labels, mask,
-    affinities and their mask 44^3 voxels, centred) and the array keys by name.
+    affinities and their mask 44^3 voxels, centred) and the array keys by name. With
+    ``sections``, a ShiftAugment (slips) and a DefectAugment (missing and low-contrast
+    sections) follow NoiseAugment.
     """
     keys = {
         name: gp.ArrayKey(name.upper())
@@ -110,13 +122,22 @@ def build_stock_pipeline(
         + gp.SimpleAugment()
         + gp.IntensityAugment(keys["raw"], 0.9, 1.1, -0.1, 0.1)
         + gp.NoiseAugment(keys["raw"], var=0.01)
-        + gp.AddAffinities(
-            AFFINITY_NEIGHBORHOOD,
-            keys["labels"],
-            keys["affinities"],
-            labels_mask=keys["mask"],
-            affinities_mask=keys["affinities_mask"],
+    )
+    if sections:
+        # one expected slip per sample among the 132 sections of raw
+        pipeline += gp.ShiftAugment(prob_slip=1 / 132, sigma=SLIP_SIGMA_NM, shift_axis=0)
+        pipeline += gp.DefectAugment(
+            keys["raw"],
+            prob_missing=SECTION_PROB_MISSING,
+            prob_low_contrast=SECTION_PROB_LOW_CONTRAST,
+            contrast_scale=SECTION_CONTRAST,
         )
+    pipeline += gp.AddAffinities(
+        AFFINITY_NEIGHBORHOOD,
+        keys["labels"],
+        keys["affinities"],
+        labels_mask=keys["mask"],
+        affinities_mask=keys["affinities_mask"],
     )
 
     voxel_size = raw.voxel_size

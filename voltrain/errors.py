@@ -66,6 +66,12 @@ class unwrap_voltrain_errors:  # noqa: N801  (used as a context manager, like co
             return False
         if not isinstance(exc_value, Exception):
             return False
+        # gunpowder chains errors raised in a node's setup() (PipelineSetupError from error)
+        cause = exc_value.__cause__
+        while cause is not None:
+            if isinstance(cause, VoltrainError):
+                raise cause from None
+            cause = cause.__cause__
         recovered = recover_voltrain_error(exc_value)
         if recovered is None:
             return False
