@@ -69,7 +69,8 @@ class ExperimentConfig(StrictModel):
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read, validate and check an experiment YAML; data paths become absolute.
 
-    Relative data paths and a relative ``trainer.weights_from`` are resolved against the
+    Relative data paths, a relative ``trainer.weights_from`` and an augment's relative paths
+    (e.g. ``defect``'s artifacts) are resolved against the
     directory of the config file.
     """
     path = Path(path)
@@ -87,10 +88,15 @@ def load_config(path: str | Path) -> ExperimentConfig:
     config = parse_config(raw, source=str(path))
     base_dir = path.parent.resolve()
     update: dict[str, Any] = {"data": config.data.resolved(base_dir)}
+    trainer_update: dict[str, Any] = {}
     weights_from = config.trainer.weights_from
     if weights_from and not Path(weights_from).is_absolute():
-        resolved = str((base_dir / weights_from).resolve())
-        update["trainer"] = config.trainer.model_copy(update={"weights_from": resolved})
+        trainer_update["weights_from"] = str((base_dir / weights_from).resolve())
+    augments = getattr(config.trainer, "augments", None)
+    if augments:
+        trainer_update["augments"] = [augment.resolved(base_dir) for augment in augments]
+    if trainer_update:
+        update["trainer"] = config.trainer.model_copy(update=trainer_update)
     return config.model_copy(update=update)
 
 

@@ -159,3 +159,18 @@ def test_a_missing_artifact_volume_is_one_error_before_training(volume, tmp_path
         train(config, out, device="cpu", progress=False)
     assert "\n" not in str(error.value)
     assert not (out / "metrics.jsonl").exists() and not (out / "checkpoints").exists()
+
+
+def test_relative_artifact_paths_are_read_from_the_config_file_directory(
+    volume, tmp_path, monkeypatch
+):
+    defect = {"type": "defect", "prob_artifact": 0.2, "artifact_raw": "art.zarr/raw"}
+    defect["artifact_alpha"] = "art.zarr/alpha"
+    config_dir = tmp_path / "experiment"
+    config_dir.mkdir()
+    path = config_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(experiment_dict(volume, augments=[defect])))
+    monkeypatch.chdir(tmp_path)
+    loaded = load_config(path).trainer.augments[0]
+    assert loaded.artifact_raw == str(config_dir / "art.zarr" / "raw")
+    assert loaded.artifact_alpha == str(config_dir / "art.zarr" / "alpha")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import gunpowder as gp
@@ -46,6 +47,11 @@ class AugmentConfig(StrictModel):
     ) -> gp.BatchFilter:
         """Return the gunpowder node that applies this augment to a batch."""
         raise NotImplementedError(f"augment type '{self.type}' does not implement node()")
+
+    def resolved(self, base_dir: Path) -> AugmentConfig:
+        """A copy whose relative paths (if it has any) are made absolute against
+        ``base_dir``, the config file's directory; augments without paths return self."""
+        return self
 
     @model_validator(mode="after")
     def _node_accepts(self) -> AugmentConfig:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import gunpowder as gp
 from pydantic import Field
 
 from voltrain.augments.base import AugmentConfig, register_augment
-from voltrain.io.read import ArraySource
+from voltrain.io.read import ArraySource, resolve_source
 from voltrain.nodes.section_defect_augment import SectionDefectAugment
 
 
@@ -19,7 +20,7 @@ class DefectAugmentConfig(AugmentConfig):
     ``p`` is the probability that a sample gets defects at all; each section along
     ``axis`` then goes missing, loses contrast or gets an artifact with its own
     probability (at most one of them). Artifact paths are read like data paths (zarr,
-    OME-NGFF, N5, HDF5), absolute or relative to the working directory.
+    OME-NGFF, N5, HDF5), absolute or relative to the config file's directory.
     """
 
     type: Literal["defect"] = "defect"
@@ -42,6 +43,14 @@ class DefectAugmentConfig(AugmentConfig):
     artifact_alpha: str | ArraySource | None = Field(
         None, description="the artifacts' alpha mask in [0, 1], same shape as artifact_raw"
     )
+
+    def resolved(self, base_dir: Path) -> DefectAugmentConfig:
+        update = {
+            key: resolve_source(getattr(self, key), base_dir)
+            for key in ("artifact_raw", "artifact_alpha")
+            if getattr(self, key) is not None
+        }
+        return self.model_copy(update=update)
 
     def node(
         self, raw_key: gp.ArrayKey, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey
