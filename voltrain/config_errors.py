@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from voltrain.registry import TYPE_ERROR
+
 MAX_SHOWN_VALUE = 60
 """Values whose repr is longer than this are not repeated in the message."""
 
@@ -69,7 +71,7 @@ def problem_message(entry: dict[str, Any]) -> str:
         return message
     shown = repr(entry["input"])
     # validators' own messages usually show the value already ("..., got [0, 1]")
-    own_words = own_text or kind == "augment_type"
+    own_words = own_text or kind == TYPE_ERROR
     already_shown = "got " in message or (own_words and shown in message)
     if len(shown) > MAX_SHOWN_VALUE or already_shown:
         return message
