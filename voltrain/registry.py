@@ -76,8 +76,8 @@ class Registry[C: BaseModel]:
         return dict(self.classes)
 
     def names(self) -> str:
-        """The known type names, sorted, for messages."""
-        return ", ".join(sorted(self.known()))
+        """The known type names, quoted and sorted, for messages."""
+        return ", ".join(f"'{name}'" for name in sorted(self.known()))
 
     @contextmanager
     def isolated(self) -> Iterator[Registry[C]]:
@@ -118,7 +118,7 @@ class Registry[C: BaseModel]:
             return data
         cls = self.class_for(data)
         if cls is None:
-            message = self._type_problem(data)["type"].message()
+            message = self._type_problem(data, self.kind)["type"].message()
             raise ConfigError(f"{where}: {message}")
         return cls.model_validate(data)
 
@@ -151,7 +151,7 @@ class Registry[C: BaseModel]:
                 continue
             cls = self.class_for(item)
             if cls is None:
-                problems.append({**self._type_problem(item), "loc": (index,)})
+                problems.append({**self._type_problem(item, self.kind), "loc": (index,)})
                 continue
             try:
                 parsed.append(cls.model_validate(item))
@@ -161,22 +161,23 @@ class Registry[C: BaseModel]:
             raise ValidationError.from_exception_data(f"{self.kind}s", problems)
         return parsed
 
-    def _type_problem(self, data: Any) -> dict[str, Any]:
-        """The error entry for a section whose ``type`` selects no registered class."""
+    def _type_problem(self, data: Any, kind: str = "") -> dict[str, Any]:
+        """The error entry, located at the section, for a section whose ``type`` selects no
+        registered class; ``kind`` names the kind in the message where the key does not."""
         if not isinstance(data, dict):
             message = "expected a mapping with a 'type' key (known types: {names})"
         elif "type" not in data:
             message = "missing 'type' (known types: {names})"
         else:
-            message = "unknown {kind} type '{type}' (known types: {names})"
+            message = "unknown {kind}type '{type}' (known types: {names})"
         context = {
             "names": self.names(),
-            "kind": self.kind,
+            "kind": f"{kind} " if kind else "",
             "type": str(data.get("type")) if isinstance(data, dict) else "",
         }
         return {
             "type": PydanticCustomError(TYPE_ERROR, message, context),
-            "loc": ("type",),
+            "loc": (),
             "input": data,
         }
 
