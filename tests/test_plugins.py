@@ -18,7 +18,10 @@ from funlib.persistence import open_ds
 
 from tests.helpers import experiment_dict
 from tests.helpers.plugin_package import PACKAGE, install_plugin, write_plugin_project
+from voltrain.cli import main
 from voltrain.io.write import level_path
+from voltrain.models import MODELS
+from voltrain.tasks import TASKS
 
 VOXEL = 8
 CONTEXT = 3  # voxels per side: three valid 3^3 convolutions
@@ -93,17 +96,20 @@ def test_plugin_model_and_task_train_and_predict(plugin_site, volume, tmp_path, 
 
 
 def test_an_unknown_model_type_lists_the_installed_plugin_and_exits_2(
-    plugin_site, volume, tmp_path
+    plugin_site, volume, tmp_path, monkeypatch, capsys
 ):
     config = plugin_config(volume)
     config["model"]["type"] = "tiny_convv"
     config_path = tmp_path / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(config))
+    monkeypatch.syspath_prepend(str(plugin_site))
 
-    result = run_voltrain(plugin_site, "train", str(config_path), "--out", str(tmp_path / "r"))
+    with MODELS.isolated(), TASKS.isolated():
+        MODELS.entry_points_loaded = TASKS.entry_points_loaded = False
+        code = main(["train", str(config_path), "--out", str(tmp_path / "r")])
 
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
     assert "model: unknown type 'tiny_convv' (known types: 'tiny_conv', 'unet')" in lines[0]
     assert not (tmp_path / "r").exists()

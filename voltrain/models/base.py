@@ -35,7 +35,7 @@ DIMS = 3
 _network_configs: weakref.WeakKeyDictionary[torch.nn.Module, ModelConfig] = (
     weakref.WeakKeyDictionary()
 )
-_probed_shapes: dict[tuple[str, str, tuple[int, ...]], tuple[int, ...]] = {}
+_probed_shapes: dict[tuple[type, str, tuple[int, ...]], tuple[int, ...]] = {}
 
 
 class ModelConfig(StrictModel):
@@ -57,7 +57,7 @@ class ModelConfig(StrictModel):
         This default runs the network once per shape on the meta device.
         """
         shape = _checked_shape(input_shape)
-        key = (type(self).__qualname__, self.model_dump_json(), shape)
+        key = (type(self), self.model_dump_json(), shape)
         if key not in _probed_shapes:
             try:
                 output = probe(self, 1, 1, shape)
