@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 from tests.helpers import experiment_dict
 from voltrain.errors import ConfigError
@@ -74,3 +75,10 @@ def test_a_wrong_kernel_list_is_one_line_naming_the_key(volume, kernel_sizes, ex
     text = str(caught.value)
     assert text.startswith("experiment.yaml: model.kernel_sizes") and "\n" not in text
     assert message in text
+
+
+def test_a_saved_config_with_kernel_sizes_reads_back(volume):
+    config = experiment_dict(volume)
+    config["model"].update(downsample_factors=[[1, 2, 2]], kernel_sizes=[[1, 3, 3], [3, 3, 3]])
+    parsed = parse_config(config)
+    assert parse_config(yaml.safe_load(parsed.to_yaml())).model == parsed.model

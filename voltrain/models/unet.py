@@ -99,7 +99,8 @@ class UNetConfig(ModelConfig):
     def _kernel_per_level(self) -> UNetConfig:
         if self.kernel_sizes is None:
             return self
-        if "kernel_size" in self.model_fields_set:
+        # the default kernel_size may stand beside it: a saved run's config.yaml holds both
+        if self.kernel_size != type(self).model_fields["kernel_size"].default:
             raise ValueError("kernel_sizes replaces kernel_size: give only one of them")
         if len(self.kernel_sizes) != self.num_levels:
             raise ValueError(
