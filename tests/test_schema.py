@@ -102,3 +102,33 @@ def test_schema_structure_covers_every_section_and_union_member():
     for path in SHIPPED:
         for augment in yaml.safe_load(path.read_text())["trainer"]["augments"]:
             assert f"augment_{augment['type']}" in definitions
+
+
+def test_registered_tasks_and_models_are_in_the_schema_and_the_unet_needs_no_type(validator):
+    from voltrain.models import MODELS, ModelConfig
+    from voltrain.tasks import TASKS, BinaryTaskConfig
+
+    class ConvStackConfig(ModelConfig):
+        type: Literal["conv_stack"] = "conv_stack"
+        crop: int = Field(2, gt=0)
+
+    class FocalConfig(BinaryTaskConfig):
+        type: Literal["focal"] = "focal"
+
+    with MODELS.isolated(), TASKS.isolated():
+        MODELS.register("conv_stack")(ConvStackConfig)
+        TASKS.register("focal")(FocalConfig)
+        schema = experiment_schema()
+    models = schema["properties"]["model"]["discriminator"]["mapping"]
+    tasks = schema["properties"]["task"]["discriminator"]["mapping"]
+    assert set(models) >= {"unet", "conv_stack"} and set(tasks) >= {"binary", "focal"}
+    assert schema["$defs"]["model_conv_stack"]["required"] == ["type"]
+    assert "type" not in schema["$defs"]["model_unet"].get("required", [])
+    assert schema["$defs"]["model_conv_stack"]["properties"]["crop"]["exclusiveMinimum"] == 0
+    jsonschema = pytest.importorskip("jsonschema")
+    with_plugins = jsonschema.Draft202012Validator(schema)
+    config = _demo()
+    config["model"] = {"type": "conv_stack", "crop": 3}
+    assert with_plugins.is_valid(config) and not validator.is_valid(config)
+    config["model"] = {"crop": 3}  # no type: the U-Net, which has no crop
+    assert not with_plugins.is_valid(config)

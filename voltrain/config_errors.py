@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from voltrain.registry import TYPE_ERROR
+
 MAX_SHOWN_VALUE = 60
 """Values whose repr is longer than this are not repeated in the message."""
 
@@ -65,12 +67,11 @@ def problem_message(entry: dict[str, Any]) -> str:
     message = str(context["error"]) if own_text else entry["msg"]
     if message.startswith("Input should be "):
         message = "expected " + message[len("Input should be ") :]
-    if "input" not in entry or kind.startswith("union_tag"):
+    if "input" not in entry or kind.startswith("union_tag") or kind == TYPE_ERROR:
         return message
     shown = repr(entry["input"])
     # validators' own messages usually show the value already ("..., got [0, 1]")
-    own_words = own_text or kind == "augment_type"
-    already_shown = "got " in message or (own_words and shown in message)
+    already_shown = "got " in message or (own_text and shown in message)
     if len(shown) > MAX_SHOWN_VALUE or already_shown:
         return message
     return f"{message}, got {shown}"

@@ -29,7 +29,7 @@ from voltrain.io.read import (
 )
 
 if TYPE_CHECKING:
-    from voltrain.models.unet import UNetConfig
+    from voltrain.models.base import ModelConfig
 
 
 class DatasetConfig(StrictModel):
@@ -169,22 +169,24 @@ def raw_channels(raw: Array) -> int:
 
 
 def check_output_voxel_size(
-    volume: TrainingVolume, config: DatasetConfig, where: str, model: UNetConfig
+    volume: TrainingVolume, config: DatasetConfig, where: str, model: ModelConfig
 ) -> None:
     """Raise ``ConfigError`` unless the network's output voxel size is gt's.
 
-    ``model`` is the ``UNetConfig``: raw's voxel size times ``model.output_downsample``
-    must be gt's, so that targets built from gt line up with the network's output voxels.
+    Raw's voxel size times the model's ``output_factor`` (the U-Net's
+    ``model.output_downsample``) must be gt's, so that targets built from gt line up with
+    the network's output voxels.
     """
     output_voxel_size = model.output_voxel_size(volume.raw_voxel_size)
     if output_voxel_size != volume.voxel_size:
-        factor = volume.voxel_size / volume.raw_voxel_size
+        factor = list(volume.voxel_size / volume.raw_voxel_size)
+        key = model.output_factor_key
+        fix = f"set {key}: {factor}" if key != "model" else f"its output factor must be {factor}"
         raise ConfigError(
-            f"model.output_downsample: the network's output voxel size "
+            f"{key}: the network's output voxel size "
             f"{tuple(output_voxel_size)} (raw {tuple(volume.raw_voxel_size)} x "
-            f"{list(model.output_downsample)}) does not match gt voxel_size "
-            f"{tuple(volume.voxel_size)} of {where}.gt '{config.gt}'; set "
-            f"model.output_downsample: {list(factor)}"
+            f"{list(model.output_factor)}) does not match gt voxel_size "
+            f"{tuple(volume.voxel_size)} of {where}.gt '{config.gt}'; {fix}"
         )
 
 

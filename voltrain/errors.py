@@ -14,6 +14,10 @@ class ConfigError(VoltrainError):
     """A config file or config value is invalid (names the file and the key)."""
 
 
+class PluginError(VoltrainError):
+    """An installed plugin (an entry point of a registry) cannot be loaded or registered."""
+
+
 class DataError(VoltrainError):
     """A dataset is missing, malformed or inconsistent (names the path)."""
 

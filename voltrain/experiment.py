@@ -17,7 +17,7 @@ from voltrain.config_errors import describe_problems, validation_problems
 from voltrain.data import DataConfig
 from voltrain.errors import ConfigError
 from voltrain.inference import InputConfig, merge_input
-from voltrain.models.unet import UNetConfig
+from voltrain.models import ModelConfigs, UNetConfig
 from voltrain.segment.config import SegmentConfig
 from voltrain.tasks import TaskConfigs
 from voltrain.trainers import TrainerConfigs
@@ -28,7 +28,7 @@ class ExperimentConfig(StrictModel):
 
     data: DataConfig
     input: InputConfig = Field(default_factory=InputConfig)
-    model: UNetConfig = Field(default_factory=UNetConfig)
+    model: ModelConfigs = Field(default_factory=UNetConfig)
     task: TaskConfigs
     trainer: TrainerConfigs
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
@@ -42,9 +42,7 @@ class ExperimentConfig(StrictModel):
 
     def check(self) -> None:
         """Cross-section checks: the input shape fits the model, the trainer is consistent."""
-        from voltrain.models.unet import output_shape
-
-        output_shape(self.model, self.trainer.input_shape)
+        self.model.output_shape(self.trainer.input_shape)
         ok, message = self.trainer.verify()
         if not ok:
             raise ConfigError(message)

@@ -37,7 +37,7 @@ from voltrain.data import (
 from voltrain.errors import ConfigError, DataError, unwrap_voltrain_errors
 from voltrain.inference import IntensityMap, intensity_map_nodes
 from voltrain.kernels.chunk_cache import ChunkCache
-from voltrain.models.unet import UNetConfig
+from voltrain.models.base import ModelConfig
 from voltrain.nodes.elastic_augment import ElasticAugment
 from voltrain.nodes.fused_augment import FusedAugment
 from voltrain.nodes.intensity_augment import IntensityAugment
@@ -76,7 +76,7 @@ def open_training_volumes(
     datasets: Sequence[DatasetConfig],
     output_shape: Coordinate,
     key: str = "data.train",
-    model: UNetConfig | None = None,
+    model: ModelConfig | None = None,
 ) -> list[TrainingVolume]:
     """Open and check every dataset; they must share voxel sizes and raw's channel count.
 

@@ -3,9 +3,10 @@
 It is generated from the pydantic models, so it cannot drift from what ``load_config``
 accepts, with two additions pydantic cannot make on its own:
 
-- ``trainer.augments`` lists every augment registered now (built-ins, ``@register_augment``
-  classes and the ``voltrain.augments`` entry points of installed plugins), chosen by
-  ``type``; the model itself only knows the ``AugmentConfig`` base class.
+- ``trainer.augments``, ``task`` and ``model`` list every type registered now (built-ins,
+  classes registered with the decorators and the entry points of installed plugins),
+  chosen by ``type``; the pydantic model itself only knows their base classes. A model
+  section may leave ``type`` out for the U-Net, as ``load_config`` allows.
 - Each member of a tagged union requires its ``type`` key, except the gunpowder trainer,
   which ``load_config`` assumes when ``trainer.type`` is left out. A schema validator
   ignores pydantic's ``discriminator`` keyword, so without this an entry could match two
@@ -16,8 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from voltrain.augments import registered_augments
+from voltrain.augments.base import AUGMENTS
 from voltrain.experiment import ExperimentConfig
+from voltrain.models import MODELS
+from voltrain.registry import Registry
+from voltrain.tasks import TASKS
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DEFAULT_TAGS = {"GunpowderTrainerConfig"}
@@ -25,20 +29,21 @@ DEFAULT_TAGS = {"GunpowderTrainerConfig"}
 
 
 def experiment_schema() -> dict[str, Any]:
-    """The JSON schema of an experiment YAML, with every registered augment."""
+    """The JSON schema of an experiment YAML, with every registered augment, task and
+    model."""
     schema = ExperimentConfig.model_json_schema(by_alias=True, mode="validation")
     definitions = schema.setdefault("$defs", {})
     _require_union_tags(schema, definitions)
-    augment_refs = _add_augment_definitions(definitions)
     trainer = definitions["GunpowderTrainerConfig"]["properties"]["augments"]
-    trainer["items"] = {
-        "oneOf": list(augment_refs.values()),
-        "discriminator": {
-            "propertyName": "type",
-            "mapping": {name: ref["$ref"] for name, ref in augment_refs.items()},
-        },
-    }
-    definitions.pop("AugmentConfig", None)
+    trainer["items"] = _registered_union(AUGMENTS, definitions)
+    properties = schema["properties"]
+    properties["task"] = _registered_union(TASKS, definitions)
+    model_default = properties["model"].get("default")
+    properties["model"] = _registered_union(MODELS, definitions)
+    if model_default is not None:
+        properties["model"]["default"] = model_default
+    for base in ("AugmentConfig", "TaskConfig", "ModelConfig"):
+        definitions.pop(base, None)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
         "title": "voltrain experiment",
@@ -47,18 +52,23 @@ def experiment_schema() -> dict[str, Any]:
     }
 
 
-def _add_augment_definitions(definitions: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """Put each registered augment's schema into ``definitions``; return name -> $ref."""
+def _registered_union(registry: Registry, definitions: dict[str, Any]) -> dict[str, Any]:
+    """A ``oneOf`` of every type in ``registry`` chosen by ``type``; each type's schema goes
+    into ``definitions`` as ``<kind>_<name>``, requiring ``type`` unless it is the default."""
     refs = {}
-    for name, cls in sorted(registered_augments().items()):
+    for name, cls in sorted(registry.known().items()):
         own = cls.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
         definitions.update(own.pop("$defs", {}))
         own["properties"]["type"] = {"const": name, "default": name, "title": "Type"}
-        own["required"] = sorted(set(own.get("required", [])) | {"type"})
-        key = f"augment_{name}"
+        required = set(own.get("required", [])) - {"type"}
+        own["required"] = sorted(required if name == registry.default else required | {"type"})
+        key = f"{registry.kind}_{name}"
         definitions[key] = own
-        refs[name] = {"$ref": f"#/$defs/{key}"}
-    return refs
+        refs[name] = f"#/$defs/{key}"
+    return {
+        "oneOf": [{"$ref": ref} for ref in refs.values()],
+        "discriminator": {"propertyName": "type", "mapping": refs},
+    }
 
 
 def _require_union_tags(node: Any, definitions: dict[str, Any]) -> None:

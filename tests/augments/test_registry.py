@@ -61,9 +61,10 @@ class InvertConfig(AugmentConfig):
 
 
 @pytest.fixture
-def private_registry(monkeypatch):
-    """A registry copy, so classes registered by a test vanish after it."""
-    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+def private_registry():
+    """Classes registered by a test vanish after it."""
+    with base.AUGMENTS.isolated():
+        yield
 
 
 @pytest.mark.parametrize("name", sorted(BUILTINS))
@@ -135,7 +136,7 @@ def test_entry_point_plugin_is_found_and_its_node_works(
 ):
     write_plugin_distribution(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(base, "_entry_points_loaded", False)
+    monkeypatch.setattr(base.AUGMENTS, "entry_points_loaded", False)
     request.addfinalizer(lambda: sys.modules.pop(PLUGIN_MODULE, None))
 
     config = parse_augment({"type": "plugin_invert", "p": 1.0})

@@ -11,24 +11,20 @@ installed package::
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import gunpowder as gp
-from pydantic import Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import Field, model_validator
 
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
+from voltrain.registry import Registry
 
 # Keys to build a node with when checking a config (see ``AugmentConfig._node_accepts``).
 _CHECK_KEYS = (gp.ArrayKey("RAW"), gp.ArrayKey("GT"), gp.ArrayKey("MASK"))
 
 ENTRY_POINT_GROUP = "voltrain.augments"
-
-_REGISTRY: dict[str, type[AugmentConfig]] = {}
-_entry_points_loaded = False
 
 
 class AugmentConfig(StrictModel):
@@ -66,40 +62,20 @@ class AugmentConfig(StrictModel):
         return self
 
 
+AUGMENTS: Registry[AugmentConfig] = Registry("augment", AugmentConfig, ENTRY_POINT_GROUP)
+"""The augment types by name; ``register_augment`` adds to it."""
+
+_REGISTRY = AUGMENTS.classes  # the registered classes (one dict, for tests that add to it)
+
+
 def register_augment(name: str) -> Callable[[type[AugmentConfig]], type[AugmentConfig]]:
     """Class decorator registering an ``AugmentConfig`` subclass under ``type: name``."""
-
-    def decorator(cls: type[AugmentConfig]) -> type[AugmentConfig]:
-        if not (isinstance(cls, type) and issubclass(cls, AugmentConfig)):
-            raise TypeError(f"@register_augment('{name}') needs an AugmentConfig subclass")
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(
-                f"augment type '{name}' is already registered by "
-                f"{existing.__module__}.{existing.__qualname__}"
-            )
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorator
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
-        if entry_point.name in _REGISTRY:
-            continue
-        cls = entry_point.load()
-        register_augment(entry_point.name)(cls)
+    return AUGMENTS.register(name)
 
 
 def registered_augments() -> dict[str, type[AugmentConfig]]:
     """All augment types known now: built-ins, decorated classes and entry points."""
-    _load_entry_points()
-    return dict(_REGISTRY)
+    return AUGMENTS.known()
 
 
 def parse_augment(data: Any, where: str = "augments") -> AugmentConfig:
@@ -108,20 +84,7 @@ def parse_augment(data: Any, where: str = "augments") -> AugmentConfig:
     Raises ``ConfigError`` naming ``where`` (the config key) for an unknown or missing type.
     Field errors are left to pydantic, which reports them against the same key.
     """
-    if isinstance(data, AugmentConfig):
-        return data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {data!r}")
-    type_name = data.get("type")
-    known = registered_augments()
-    if type_name is None:
-        raise ConfigError(f"{where}: missing 'type' (known types: {', '.join(sorted(known))})")
-    cls = known.get(type_name)
-    if cls is None:
-        raise ConfigError(
-            f"{where}: unknown augment type '{type_name}' (known types: {', '.join(sorted(known))})"
-        )
-    return cls.model_validate(data)
+    return AUGMENTS.parse(data, where)
 
 
 def parse_augments(items: list[Any]) -> list[AugmentConfig]:
@@ -131,48 +94,4 @@ def parse_augments(items: list[Any]) -> list[AugmentConfig]:
     that a config error reads ``trainer.augments[1].jitter_sigma`` rather than losing the
     index; an unknown or missing ``type`` is reported at the entry itself.
     """
-    known = registered_augments()
-    names = ", ".join(sorted(known))
-    parsed: list[AugmentConfig] = []
-    problems: list[dict[str, Any]] = []
-    for index, item in enumerate(items):
-        if isinstance(item, AugmentConfig):
-            parsed.append(item)
-            continue
-        cls = known.get(item.get("type")) if isinstance(item, dict) else None
-        if cls is None:
-            problems.append(_type_problem(index, item, names))
-            continue
-        try:
-            parsed.append(cls.model_validate(item))
-        except ValidationError as error:
-            problems += [{**e, "loc": (index, *_located(cls, e))} for e in error.errors()]
-    if problems:
-        raise ValidationError.from_exception_data("augments", problems)
-    return parsed
-
-
-def _located(cls: type[AugmentConfig], error: dict[str, Any]) -> tuple:
-    """An error's location in the augment; a node constructor's error (raised for the whole
-    config by ``_node_accepts``) is placed at the argument its message starts with."""
-    if error["loc"]:
-        return tuple(error["loc"])
-    cause = (error.get("ctx") or {}).get("error")
-    first = str(cause if cause is not None else error["msg"]).split(" ", 1)[0]
-    return (first,) if first in cls.model_fields else ()
-
-
-def _type_problem(index: int, item: Any, names: str) -> dict[str, Any]:
-    """The error entry for an augment whose ``type`` selects no registered augment."""
-    if not isinstance(item, dict):
-        message = "expected a mapping with a 'type' key (known types: {names})"
-    elif "type" not in item:
-        message = "missing 'type' (known types: {names})"
-    else:
-        message = "unknown augment type '{type}' (known types: {names})"
-    context = {"names": names, "type": str(item.get("type")) if isinstance(item, dict) else ""}
-    return {
-        "type": PydanticCustomError("augment_type", message, context),
-        "loc": (index,),
-        "input": item,
-    }
+    return AUGMENTS.validate_list(items)

@@ -15,24 +15,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from funlib.geometry import Coordinate
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
+from voltrain.models import base
+from voltrain.models.base import DIMS, INPUT_SHAPE_KEY, ModelConfig, register_model
 
-INPUT_SHAPE_KEY = "trainer.input_shape"
-DIMS = 3
 AXIS_NAMES = ("z", "y", "x")
 
 
-class UNetConfig(StrictModel):
-    """Validated architecture of a 3D U-Net with valid convolutions."""
+@register_model("unet")
+class UNetConfig(ModelConfig):
+    """Validated architecture of a 3D U-Net with valid convolutions (``model.type: unet``,
+    the default)."""
 
     type: Literal["unet"] = "unet"
+    output_factor_key: ClassVar[str] = "model.output_downsample"
     num_fmaps: int = Field(12, gt=0, description="feature maps at the top level")
     fmap_inc_factor: int = Field(5, gt=0, description="feature map growth per level")
     downsample_factors: list[list[int]] = Field(
@@ -40,6 +42,12 @@ class UNetConfig(StrictModel):
         description="per level, the (z, y, x) max-pooling factors; anisotropic allowed",
     )
     kernel_size: list[int] | int = Field(3, description="odd (z, y, x) convolution size")
+    kernel_sizes: list[list[int]] | None = Field(
+        None,
+        description="per level, top first, the odd (z, y, x) kernel of every convolution of "
+        "that level on the down and the up path (e.g. [1, 3, 3] at the top of an "
+        "anisotropic net); replaces kernel_size",
+    )
     num_convs_per_level: int = Field(2, gt=0)
     upsample: Literal["transposed", "nearest"] = "transposed"
     batch_norm: bool = False
@@ -77,12 +85,48 @@ class UNetConfig(StrictModel):
             raise ValueError(f"kernel sizes must be odd and >= 1, got {kernel}")
         return kernel
 
+    @field_validator("kernel_sizes")
+    @classmethod
+    def _check_kernels(cls, kernels: list[list[int]] | None) -> list[list[int]] | None:
+        for level, kernel in enumerate(kernels or []):
+            if len(kernel) != DIMS or any(k < 1 or k % 2 == 0 for k in kernel):
+                raise ValueError(
+                    f"level {level}: expected {DIMS} odd sizes >= 1 (z, y, x), got {kernel}"
+                )
+        return kernels
+
+    @model_validator(mode="after")
+    def _kernel_per_level(self) -> UNetConfig:
+        if self.kernel_sizes is None:
+            return self
+        # the default kernel_size may stand beside it: a saved run's config.yaml holds both
+        if self.kernel_size != type(self).model_fields["kernel_size"].default:
+            raise ValueError("kernel_sizes replaces kernel_size: give only one of them")
+        if len(self.kernel_sizes) != self.num_levels:
+            raise ValueError(
+                f"kernel_sizes holds {len(self.kernel_sizes)} kernels but the U-Net has "
+                f"{self.num_levels} levels (downsample_factors + 1): give one (z, y, x) "
+                "kernel per level, top first"
+            )
+        return self
+
+    @property
+    def level_kernel_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """The (z, y, x) convolution kernel of each level, top first."""
+        if self.kernel_sizes is not None:
+            return tuple(tuple(kernel) for kernel in self.kernel_sizes)
+        if isinstance(self.kernel_size, int):
+            return ((self.kernel_size,) * DIMS,) * self.num_levels
+        return (tuple(self.kernel_size),) * self.num_levels
+
     @property
     def kernel_shape(self) -> tuple[int, ...]:
-        """The convolution kernel size per axis (z, y, x)."""
-        if isinstance(self.kernel_size, int):
-            return (self.kernel_size,) * DIMS
-        return tuple(self.kernel_size)
+        """The largest convolution kernel per axis (z, y, x), over all levels."""
+        return tuple(max(sizes) for sizes in zip(*self.level_kernel_shapes, strict=True))
+
+    def level_shrink(self, level: int) -> tuple[int, ...]:
+        """Voxels per axis that one pass of a level's convolutions removes."""
+        return tuple(self.num_convs_per_level * (k - 1) for k in self.level_kernel_shapes[level])
 
     @property
     def num_levels(self) -> int:
@@ -94,20 +138,16 @@ class UNetConfig(StrictModel):
         """Output voxel size over input voxel size, per axis (``output_downsample``)."""
         return Coordinate(self.output_downsample)
 
-    def output_voxel_size(self, input_voxel_size: Sequence[int]) -> Coordinate:
-        """The voxel size of the network's output for input of ``input_voxel_size``."""
-        return Coordinate(input_voxel_size) * self.output_factor
+    def output_shape(self, input_shape: Sequence[int]) -> Coordinate:
+        """The output shape for an input shape, by arithmetic; see ``output_shape``."""
+        return output_shape(self, input_shape)
 
-    def context(
-        self,
-        input_shape: Sequence[int],
-        output_shape: Sequence[int],
-        input_voxel_size: Sequence[int],
-    ) -> Coordinate:
-        """World units the input reaches beyond the output on each side (centred blocks)."""
-        input_size = Coordinate(input_shape) * Coordinate(input_voxel_size)
-        output_size = Coordinate(output_shape) * self.output_voxel_size(input_voxel_size)
-        return (input_size - output_size) / 2
+    def valid_input_shape(self, approx_shape: Sequence[int]) -> Coordinate:
+        """The smallest valid input shape >= ``approx_shape``; see ``valid_input_shape``."""
+        return valid_input_shape(self, approx_shape)
+
+    def build(self, in_channels: int, out_channels: int) -> UNet:
+        return UNet(self, in_channels, out_channels)
 
 
 class _InvalidSize(Exception):
@@ -116,10 +156,10 @@ class _InvalidSize(Exception):
 
 def _axis_output_size(config: UNetConfig, axis: int, size: int) -> int:
     """Follow one axis through the network; raise ``_InvalidSize`` where it breaks."""
-    shrink = config.num_convs_per_level * (config.kernel_shape[axis] - 1)
+    shrink = [config.level_shrink(level)[axis] for level in range(config.num_levels)]
     factors = [f[axis] for f in config.downsample_factors]
     for level, factor in enumerate(factors):
-        size -= shrink
+        size -= shrink[level]
         if size <= 0:
             raise _InvalidSize(f"the level-{level} convolutions shrink it to {size}")
         if size % factor:
@@ -128,13 +168,13 @@ def _axis_output_size(config: UNetConfig, axis: int, size: int) -> int:
                 f"not divisible by downsample factor {factor}"
             )
         size //= factor
-    size -= shrink
+    size -= shrink[-1]
     if size <= 0:
         raise _InvalidSize(f"the bottom convolutions shrink it to {size}")
     for level in reversed(range(len(factors))):
         size *= factors[level]
         crop_factor = math.prod(factors[level:])
-        size = ((size - shrink) // crop_factor) * crop_factor
+        size = ((size - shrink[level]) // crop_factor) * crop_factor
         if size <= 0:
             raise _InvalidSize(f"the level-{level} upsampling path shrinks it to {size}")
     factor = config.output_downsample[axis]
@@ -215,16 +255,17 @@ def valid_input_shape(config: UNetConfig, approx_shape: Sequence[int]) -> Coordi
 
 
 class _ConvBlock(torch.nn.Sequential):
-    """``num_convs`` valid convolutions, each followed by (batch norm and) ReLU."""
+    """``num_convs`` valid convolutions of one level, each followed by (batch norm and)
+    ReLU."""
 
-    def __init__(self, config: UNetConfig, in_channels: int, out_channels: int):
+    def __init__(self, config: UNetConfig, level: int, in_channels: int, out_channels: int):
         layers: list[torch.nn.Module] = []
         for i in range(config.num_convs_per_level):
             layers.append(
                 torch.nn.Conv3d(
                     in_channels if i == 0 else out_channels,
                     out_channels,
-                    config.kernel_shape,
+                    config.level_kernel_shapes[level],
                     padding=0,
                     bias=not config.batch_norm,
                 )
@@ -268,7 +309,7 @@ class UNet(torch.nn.Module):
         factors = config.downsample_factors
 
         self.down_blocks = torch.nn.ModuleList(
-            _ConvBlock(config, in_channels if lv == 0 else fmaps[lv - 1], fmaps[lv])
+            _ConvBlock(config, lv, in_channels if lv == 0 else fmaps[lv - 1], fmaps[lv])
             for lv in range(config.num_levels)
         )
         self.pools = torch.nn.ModuleList(torch.nn.MaxPool3d(f, stride=f) for f in factors)
@@ -279,7 +320,8 @@ class UNet(torch.nn.Module):
             for lv in range(len(factors))
         )
         self.up_blocks = torch.nn.ModuleList(
-            _ConvBlock(config, fmaps[lv] + fmaps[lv + 1], fmaps[lv]) for lv in range(len(factors))
+            _ConvBlock(config, lv, fmaps[lv] + fmaps[lv + 1], fmaps[lv])
+            for lv in range(len(factors))
         )
         self.output_downsample = None
         factor = tuple(config.output_downsample)
@@ -310,9 +352,9 @@ class UNet(torch.nn.Module):
             skips.append(x)
             x = pool(x)
         x = self.down_blocks[-1](x)
-        shrink = [self.config.num_convs_per_level * (k - 1) for k in self.config.kernel_shape]
         for level in reversed(range(len(self.pools))):
             x = self.upsamples[level](x)
+            shrink = self.config.level_shrink(level)
             crop_factors = [
                 math.prod(f[axis] for f in self.config.downsample_factors[level:])
                 for axis in range(DIMS)
@@ -332,5 +374,6 @@ class UNet(torch.nn.Module):
 
 
 def build_model(config: UNetConfig, in_channels: int, out_channels: int) -> UNet:
-    """Build the U-Net described by ``config``."""
-    return UNet(config, in_channels, out_channels)
+    """Build the U-Net described by ``config`` (as ``voltrain.models.build_model``, which
+    builds any registered model)."""
+    return base.build_model(config, in_channels, out_channels)

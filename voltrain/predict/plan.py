@@ -22,7 +22,7 @@ from voltrain.experiment import ExperimentConfig, load_config
 from voltrain.inference import resolve_device
 from voltrain.io.read import resolve_source
 from voltrain.io.write import source_units
-from voltrain.models.unet import build_model, output_shape, valid_input_shape
+from voltrain.models import build_model
 from voltrain.predict.output import split_container
 from voltrain.predict.spec import PredictionSpec, parse_roi
 from voltrain.run.checkpoint import load_checkpoint, load_model_state
@@ -57,7 +57,7 @@ def plan_prediction(
     input_path = resolve_source(input_path, Path.cwd())
     raw = open_array(input_path, "--input", channels=True)
     in_channels = _checked_channels(raw, state, checkpoint, input_path)
-    model = build_model(config.model, in_channels, task.num_channels)
+    model = build_model(config.model, in_channels, task.num_channels, input_shape)
     load_model_state(model, state, checkpoint)
     _check_voxel_size(raw, config, state, checkpoint, input_path)
     raw_input = config.resolved_input()
@@ -111,22 +111,25 @@ def _block_shapes(config: ExperimentConfig, block_shape) -> tuple[Coordinate, Co
     factor = Coordinate(config.model.output_factor)
     block_input = block * factor + (input_shape - out_shape * factor)
     try:
-        fits = output_shape(config.model, block_input) == block
+        fits = config.model.output_shape(block_input) == block
     except ConfigError:
         fits = False
     if not fits:
-        suggestion = valid_input_shape(config.model, block_input)
-        nearest = output_shape(config.model, suggestion)
+        try:
+            nearest = config.model.output_shape(config.model.valid_input_shape(block_input))
+        except ConfigError:
+            nearest = None
+        suggestion = f"; the nearest larger block is {' '.join(map(str, nearest))}"
         raise ConfigError(
-            f"{text}: the U-Net cannot output a block of this shape; the nearest larger "
-            f"block is {' '.join(map(str, nearest))}"
+            f"{text}: the model cannot output a block of this shape"
+            + (suggestion if nearest is not None else "")
         )
     return block_input, block
 
 
 def _centred_output_shape(config: ExperimentConfig, input_shape: Coordinate) -> Coordinate:
     """The network's output shape, which must leave the same context on both sides."""
-    out_shape = output_shape(config.model, input_shape)
+    out_shape = config.model.output_shape(input_shape)
     factor = config.model.output_factor
     if any((i - o * f) % 2 for i, o, f in zip(input_shape, out_shape, factor, strict=True)):
         raise ConfigError(

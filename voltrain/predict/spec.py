@@ -16,7 +16,7 @@ from pydantic import Field
 
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError
-from voltrain.models.unet import UNetConfig
+from voltrain.models import ModelConfigs
 from voltrain.tasks import TaskConfigs
 
 
@@ -27,7 +27,7 @@ class PredictionSpec(StrictModel):
     fields are marked as such.
     """
 
-    model: UNetConfig
+    model: ModelConfigs
     task: TaskConfigs
     checkpoint: str
     input: str

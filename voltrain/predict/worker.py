@@ -21,7 +21,7 @@ from funlib.geometry import Roi
 from voltrain.blocks.serve import serve_blocks
 from voltrain.inference import InputConfig, IntensityMap, inference_graph, resolve_device
 from voltrain.io.read import open_source
-from voltrain.models.unet import build_model
+from voltrain.models import build_model
 from voltrain.predict.output import OutputStore
 from voltrain.predict.spec import PredictionSpec
 from voltrain.run.checkpoint import load_checkpoint, load_model_state

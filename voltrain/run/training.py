@@ -40,7 +40,7 @@ from voltrain.experiment import ExperimentConfig
 from voltrain.faults.lock import DirectoryLock
 from voltrain.faults.os_errors import check_output_directory, reporting_os_errors
 from voltrain.inference import resolve_device
-from voltrain.models.unet import build_model
+from voltrain.models import build_model
 from voltrain.pictures import RunPictures
 from voltrain.run.checkpoint import (
     BEST_NAME,
@@ -102,7 +102,10 @@ class TrainingRun:
         torch.manual_seed(config.trainer.seed)
         self.task = config.task.build()
         in_channels = config.trainer.input_channels(config.data.train)
-        self.model = build_model(config.model, in_channels, self.task.num_channels)
+        self.in_channels = in_channels
+        self.model = build_model(
+            config.model, in_channels, self.task.num_channels, config.trainer.input_shape
+        )
         self.model.to(self.device)
         self.trainer = config.trainer.build()
         self.trainer.input = config.input
@@ -279,7 +282,7 @@ class TrainingRun:
             "config_hash": config_hash(self.config),
             "world_size": distributed.world_size(),
             "voxel_size": None if voxel_size is None else [int(v) for v in voxel_size],
-            "input_channels": self.model.in_channels,
+            "input_channels": self.in_channels,
         }
 
     def _verified_state(self) -> dict:

@@ -1,17 +1,29 @@
-"""Training tasks: what the network predicts and how it is scored."""
+"""Training tasks: what the network predicts and how it is scored.
+
+Importing this package registers the built-in tasks (affinities, binary); a task of one's
+own joins with ``@register_task`` or the ``voltrain.tasks`` entry-point group.
+"""
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, SerializeAsAny
 
 from voltrain.tasks.affinities import AffinitiesTask, AffinitiesTaskConfig
-from voltrain.tasks.base import Task, TaskConfig
+from voltrain.tasks.base import (
+    TASKS,
+    Task,
+    TaskConfig,
+    parse_task,
+    register_task,
+    registered_tasks,
+)
 from voltrain.tasks.binary import BinaryTask, BinaryTaskConfig
 
-TaskConfigs = Annotated[AffinitiesTaskConfig | BinaryTaskConfig, Field(discriminator="type")]
-"""Any task config, chosen by its ``type`` key."""
+TaskConfigs = Annotated[SerializeAsAny[TaskConfig], BeforeValidator(TASKS.validate)]
+"""Any registered task config, chosen by its ``type`` key (a pydantic field type)."""
 
 __all__ = [
+    "TASKS",
     "AffinitiesTask",
     "AffinitiesTaskConfig",
     "BinaryTask",
@@ -19,4 +31,7 @@ __all__ = [
     "Task",
     "TaskConfig",
     "TaskConfigs",
+    "parse_task",
+    "register_task",
+    "registered_tasks",
 ]

@@ -9,9 +9,10 @@ import torch
 from pydantic import Field, field_validator
 
 from voltrain.nodes.affinity_target import AffinityTarget
-from voltrain.tasks.base import Task, TaskConfig, thresholded_counts, weighted_mean
+from voltrain.tasks.base import Task, TaskConfig, register_task, thresholded_counts, weighted_mean
 
 
+@register_task("affinities")
 class AffinitiesTaskConfig(TaskConfig):
     """Predict one affinity channel per neighbourhood offset."""
 

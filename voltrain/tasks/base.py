@@ -3,16 +3,25 @@
 A ``TaskConfig`` is validated data; ``config.build()`` returns the ``Task`` that builds the
 training target from labels (a gunpowder node), scores logits against it (the loss), turns
 logits into predictions (the activation) and summarises predictions (the metrics).
+
+A task joins the ``task.type`` names with the ``@register_task("name")`` decorator, or as an
+entry point of an installed package in the ``voltrain.tasks`` group::
+
+    [project.entry-points."voltrain.tasks"]
+    focal_binary = "my_package.tasks:FocalBinaryTaskConfig"
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any
 
 import gunpowder as gp
 import torch
 
 from voltrain.config import StrictModel
+from voltrain.registry import Registry
 
 
 class TaskConfig(StrictModel):
@@ -23,6 +32,26 @@ class TaskConfig(StrictModel):
     def build(self) -> Task:
         """Return the runtime task described by this config."""
         raise NotImplementedError(f"task type '{self.type}' does not implement build()")
+
+
+TASKS: Registry[TaskConfig] = Registry("task", TaskConfig, "voltrain.tasks")
+"""The task types by name; ``register_task`` adds to it."""
+
+
+def register_task(name: str) -> Callable[[type[TaskConfig]], type[TaskConfig]]:
+    """Class decorator registering a ``TaskConfig`` subclass under ``task.type: name``."""
+    return TASKS.register(name)
+
+
+def registered_tasks() -> dict[str, type[TaskConfig]]:
+    """All task types known now: built-ins, decorated classes and entry points."""
+    return TASKS.known()
+
+
+def parse_task(data: Any, where: str = "task") -> TaskConfig:
+    """Validate a task section, choosing its class by ``type``; an unknown or missing type
+    is a ``ConfigError`` naming ``where`` and the known types."""
+    return TASKS.parse(data, where)
 
 
 def weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,10 @@ import gunpowder as gp
 import torch
 
 from voltrain.nodes.binary_target import BinaryTarget
-from voltrain.tasks.base import Task, TaskConfig, thresholded_counts, weighted_mean
+from voltrain.tasks.base import Task, TaskConfig, register_task, thresholded_counts, weighted_mean
 
 
+@register_task("binary")
 class BinaryTaskConfig(TaskConfig):
     """Predict foreground (gt > 0) with one sigmoid channel and a BCE loss."""
 

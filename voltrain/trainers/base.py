@@ -131,7 +131,10 @@ class Trainer(ABC):
 
     @abstractmethod
     def build_batch_provider(self, datasets: Sequence, model, task, snapshot_container=None):
-        """Prepare the batch provider for ``datasets``; checks the data before training."""
+        """Prepare the batch provider for ``datasets``; checks the data before training.
+
+        ``model`` is the network (built by ``voltrain.models.build_model``, whose
+        ``network_config`` gives its shapes), ``task`` the ``TaskConfig``."""
 
     def build_validation_provider(self, datasets: Sequence, model, task, device) -> None:
         """Prepare validation on ``datasets`` (trainers with ``can_validate``)."""

@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from voltrain.models.base import network_config
 from voltrain.seeding import derive_seed
 from voltrain.trainers.base import Trainer, TrainingBatch
 from voltrain.trainers.config import TrainerConfig
@@ -38,7 +39,8 @@ class DummyTrainer(Trainer):
     def build_batch_provider(self, datasets, model, task, snapshot_container=None) -> None:
         self.task = task.build()
         self.num_channels = self.task.num_channels
-        self.output_shape = tuple(model.output_shape(tuple(self.config.input_shape)))
+        shape = network_config(model).output_shape(tuple(self.config.input_shape))
+        self.output_shape = tuple(shape)
 
     def _draw_batch(self, device: torch.device) -> TrainingBatch:
         generator = torch.Generator().manual_seed(

@@ -21,6 +21,7 @@ from voltrain.io.write import source_units
 from voltrain.kernels.torch_deform import deform_raw
 from voltrain.loader import make_loader
 from voltrain.loader_restart import RestartingLoader
+from voltrain.models.base import network_config
 from voltrain.pipeline import (
     DEFAULT_CHUNK_CACHE_MB,
     TrainingPipeline,
@@ -160,8 +161,9 @@ class GunpowderTrainer(Trainer):
     def _pipeline_for(self, datasets, model, task, augments, maps, key: str) -> TrainingPipeline:
         config = self.config
         input_shape = Coordinate(config.input_shape)
-        output_shape = Coordinate(model.output_shape(tuple(input_shape)))
-        volumes = open_training_volumes(datasets, output_shape, key, model.config)
+        model_config = network_config(model)
+        output_shape = Coordinate(model_config.output_shape(tuple(input_shape)))
+        volumes = open_training_volumes(datasets, output_shape, key, model_config)
         if key == "data.train":
             self.voxel_size = volumes[0].raw_voxel_size
             self.units = source_units(volumes[0].gt, "data.train[0].gt")
@@ -218,9 +220,10 @@ class GunpowderTrainer(Trainer):
         raw_input = self.raw_input()
         if self.config.validation.mode == "blockwise":
             input_shape = Coordinate(self.config.input_shape)
-            output_shape = Coordinate(model.output_shape(tuple(input_shape)))
+            model_config = network_config(model)
+            output_shape = Coordinate(model_config.output_shape(tuple(input_shape)))
             self.validator = BlockwiseValidator(
-                open_training_volumes(datasets, output_shape, "data.validate", model.config),
+                open_training_volumes(datasets, output_shape, "data.validate", model_config),
                 task.build(),
                 input_shape,
                 output_shape,
