@@ -7,8 +7,13 @@ from pydantic import Field
 from voltrain.tasks.affinities import AffinitiesTask, AffinitiesTaskConfig
 from voltrain.tasks.base import Task, TaskConfig
 from voltrain.tasks.binary import BinaryTask, BinaryTaskConfig
+from voltrain.tasks.distances import DistancesTask, DistancesTaskConfig
+from voltrain.tasks.multiclass import MulticlassTask, MulticlassTaskConfig
 
-TaskConfigs = Annotated[AffinitiesTaskConfig | BinaryTaskConfig, Field(discriminator="type")]
+TaskConfigs = Annotated[
+    AffinitiesTaskConfig | BinaryTaskConfig | DistancesTaskConfig | MulticlassTaskConfig,
+    Field(discriminator="type"),
+]
 """Any task config, chosen by its ``type`` key."""
 
 __all__ = [
@@ -16,6 +21,10 @@ __all__ = [
     "AffinitiesTaskConfig",
     "BinaryTask",
     "BinaryTaskConfig",
+    "DistancesTask",
+    "DistancesTaskConfig",
+    "MulticlassTask",
+    "MulticlassTaskConfig",
     "Task",
     "TaskConfig",
     "TaskConfigs",

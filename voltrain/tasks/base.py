@@ -35,9 +35,12 @@ class Task(ABC):
 
     Attributes:
         num_channels: channels of the target, and so of the network's output.
+        lower_is_better: names of ``metric``'s results where smaller is better (picked
+            with ``min`` as ``trainer.validation.metric``); the others are maximised.
     """
 
     num_channels: int
+    lower_is_better: frozenset[str] = frozenset()
 
     @abstractmethod
     def target_node(
@@ -54,6 +57,14 @@ class Task(ABC):
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     ) -> torch.Tensor:
         """Scalar loss: the per-voxel loss averaged with ``weight`` (see ``weighted_mean``)."""
+
+    def best_mode(self, validation) -> str:
+        """``min`` or ``max``: which ``validation.metric`` is best (``trainer.validation``);
+        ``validation.best`` if given, else ``min`` for the loss and ``lower_is_better``."""
+        name = validation.metric_key.removeprefix("validation_")
+        if validation.best is None and name in self.lower_is_better:
+            return "min"
+        return validation.best_mode
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         """Turn logits into predictions in [0, 1]."""

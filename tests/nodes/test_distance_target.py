@@ -1,0 +1,117 @@
+import itertools
+import math
+
+import gunpowder as gp
+import numpy as np
+import pytest
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import Array
+
+from voltrain.nodes.distance_target import DistanceTarget
+
+VOXEL_SIZE = Coordinate(4, 1, 2)
+OFFSET = Coordinate(8, 3, 4)
+SHAPE = (6, 12, 10)
+SCALE, CONTEXT = 3.0, 6.0
+GT, MASK, TARGET, WEIGHT = (gp.ArrayKey(n) for n in ("GT", "MASK", "TARGET", "WEIGHT"))
+
+
+def touching_boxes():
+    labels = np.zeros(SHAPE, dtype=np.uint64)
+    labels[1:5, 2:7, 1:5] = 1
+    labels[1:5, 7:11, 1:8] = 2  # touches box 1 along y (rows 6 | 7)
+    return labels
+
+
+def request(labels, roi, mask=None, scale=SCALE, context=CONTEXT):
+    mask = np.ones(SHAPE, dtype=np.uint8) if mask is None else mask
+    sources = tuple(
+        gp.ArraySource(key, Array(data, OFFSET, VOXEL_SIZE)) + gp.Pad(key, None)
+        for key, data in ((GT, labels), (MASK, mask))
+    )
+    pipeline = (
+        sources + gp.MergeProvider() + DistanceTarget(GT, MASK, TARGET, WEIGHT, scale, context)
+    )
+    batch_request = gp.BatchRequest()
+    for key in (TARGET, WEIGHT, GT):
+        batch_request[key] = gp.ArraySpec(roi=roi)
+    with gp.build(pipeline):
+        return pipeline.request_batch(batch_request)
+
+
+def brute_force_distance(labels, roi):
+    """Signed world distance of every output voxel to the nearest voxel of another label,
+    searching a zero-padded copy at least CONTEXT wide, clipped to CONTEXT."""
+    margin = [math.ceil(CONTEXT / v) + 1 for v in VOXEL_SIZE]
+    padded = np.pad(labels, [(m, m) for m in margin])
+    grid = np.stack(np.meshgrid(*map(np.arange, padded.shape), indexing="ij"), axis=-1)
+    world = grid * np.asarray(VOXEL_SIZE)
+    begin = (roi.offset - OFFSET) / VOXEL_SIZE
+    shape = roi.shape / VOXEL_SIZE
+    result = np.zeros(shape, dtype=np.float64)
+    for index in itertools.product(*map(range, shape)):
+        at = tuple(b + i + m for b, i, m in zip(begin, index, margin, strict=True))
+        other = padded != padded[at]
+        distance = np.sqrt(((world[other] - world[at]) ** 2).sum(axis=1)).min()
+        distance = min(distance, CONTEXT)
+        result[index] = distance if padded[at] != 0 else -distance
+    return result
+
+
+# Inside the volume, and sticking out of it (its labels context is all padding).
+ROIS = [
+    Roi(OFFSET + Coordinate(1, 2, 1) * VOXEL_SIZE, Coordinate(4, 9, 7) * VOXEL_SIZE),
+    Roi(OFFSET - Coordinate(1, 1, 1) * VOXEL_SIZE, Coordinate(4, 6, 5) * VOXEL_SIZE),
+]
+
+
+@pytest.mark.parametrize("roi", ROIS)
+def test_target_is_tanh_of_the_anisotropic_distance_to_each_objects_own_boundary(roi):
+    labels = touching_boxes()
+    batch = request(labels, roi)
+    target = batch[TARGET]
+    assert target.data.dtype == np.float32 and target.data.shape == (1, *(roi.shape / VOXEL_SIZE))
+    assert target.spec.roi == roi and batch[GT].spec.roi == roi
+    expected = np.tanh(brute_force_distance(labels, roi) / SCALE)
+    np.testing.assert_allclose(target.data[0], expected, atol=1e-5)
+
+
+def test_hand_computed_voxels_and_signs():
+    labels = touching_boxes()
+    roi = ROIS[0]
+    target = request(labels, roi)[TARGET].data[0]
+
+    def at(z, y, x):  # volume voxel index -> target value
+        index = Coordinate(z, y, x) - (roi.offset - OFFSET) / VOXEL_SIZE
+        return target[tuple(index)]
+
+    # box 1 next to box 2 (y 6 | 7): 1 world unit to the other object's voxel
+    assert at(2, 6, 3) == pytest.approx(math.tanh(1 / SCALE), abs=1e-6)
+    # box 2 next to box 1: positive too, touching objects both stay inside
+    assert at(2, 7, 3) == pytest.approx(math.tanh(1 / SCALE), abs=1e-6)
+    # background beside box 1 along x: one x voxel = 2 world units away, negative
+    assert at(2, 4, 5) == pytest.approx(-math.tanh(2 / SCALE), abs=1e-6)
+    # two x voxels from box 1 (4 units) but three y voxels from box 2 (3 units)
+    assert at(2, 4, 6) == pytest.approx(-math.tanh(3 / SCALE), abs=1e-6)
+    # box 1 centre-ish (2, 4, 2): nearest other label at x = 0 (2 * 2) or y = 1 (3 * 1)
+    assert at(2, 4, 2) == pytest.approx(math.tanh(3 / SCALE), abs=1e-6)
+    objects = labels[((roi - OFFSET) / VOXEL_SIZE).to_slices()] != 0
+    assert (target[objects] > 0).all() and (target[~objects] < 0).all()
+
+
+def test_distances_beyond_the_context_are_clipped_to_it():
+    labels = np.full(SHAPE, 5, dtype=np.uint64)  # one object filling the volume
+    roi = Roi(OFFSET + Coordinate(2, 5, 4) * VOXEL_SIZE, Coordinate(2, 2, 2) * VOXEL_SIZE)
+    target = request(labels, roi, context=2.0)[TARGET].data
+    # the nearest boundary (outside the volume) is > 2 world units away from every voxel
+    np.testing.assert_allclose(target, math.tanh(2.0 / SCALE), rtol=1e-6)
+
+
+def test_weight_is_the_mask_on_the_output():
+    labels = touching_boxes()
+    mask = (np.random.default_rng(0).random(SHAPE) > 0.4).astype(np.uint8)
+    roi = ROIS[0]
+    batch = request(labels, roi, mask=mask)
+    weight = batch[WEIGHT].data
+    assert weight.dtype == np.float32 and weight.shape == batch[TARGET].data.shape
+    np.testing.assert_array_equal(weight[0], mask[((roi - OFFSET) / VOXEL_SIZE).to_slices()])

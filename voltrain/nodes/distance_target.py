@@ -1,0 +1,119 @@
+"""Signed, tanh-scaled distance-to-boundary training target from a label volume."""
+
+from __future__ import annotations
+
+import math
+
+import edt
+import gunpowder as gp
+import numpy as np
+from funlib.geometry import Coordinate
+
+from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
+
+
+def signed_distances(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
+    """World-unit distance of each voxel to the nearest voxel of another label, signed.
+
+    Positive inside objects (label != 0: the distance to the nearest voxel of any other
+    label, so touching objects have a boundary between them), negative in background (the
+    distance to the nearest object voxel). Distances run between voxel centres, on the
+    anisotropic grid of ``voxel_size``. Only boundaries inside ``labels`` count: a voxel
+    with none in reach gets +-inf.
+    """
+    anisotropy = tuple(float(v) for v in voxel_size)
+    labels = np.ascontiguousarray(labels)
+    inside = edt.edt(labels, anisotropy=anisotropy, black_border=False)
+    background = labels == 0
+    outside = edt.edt(background, anisotropy=anisotropy, black_border=False)
+    return np.where(background, -outside, inside).astype(np.float32)
+
+
+def context_voxels(context: float, voxel_size: Coordinate) -> Coordinate:
+    """Voxels per axis that cover ``context`` world units."""
+    return Coordinate(math.ceil(context / v) for v in voxel_size)
+
+
+class DistanceTarget(gp.BatchFilter):
+    """Add tanh(d / scale) of the signed boundary distance d and its loss weight, both
+    float32 (1, z, y, x).
+
+    ``d`` is ``signed_distances`` of the labels: positive inside objects, negative in
+    background, in world units. Labels are requested larger than the output by
+    ``context`` world units on every side, and ``d`` is clipped to [-context, context]:
+    every boundary within ``context`` of an output voxel lies in the enlarged labels, so
+    the target equals tanh(clip(true d, -context, context) / scale) everywhere in the
+    output, the sample border included. Upstream must provide the enlarged labels (voltrain's
+    sources pad with background, which then reads as a boundary at the volume's edge). The
+    weight is the mask (1 = labels trusted) on the output region.
+
+    Args:
+        gt: integer labels, 0 = background.
+        mask: 0/1 array of trusted voxels, on the labels' voxel grid; None trusts all.
+        target: the array to create.
+        weight: the array to create, the per-voxel loss weight.
+        scale: world units; the target is tanh(d / scale).
+        context: world units of labels read beyond the output, and the distance clip.
+    """
+
+    def __init__(
+        self,
+        gt: gp.ArrayKey,
+        mask: gp.ArrayKey | None,
+        target: gp.ArrayKey,
+        weight: gp.ArrayKey,
+        scale: float,
+        context: float,
+    ):
+        if not scale > 0 or not context > 0:
+            raise ValueError(f"scale and context must be > 0, got {scale} and {context}")
+        self.gt = gt
+        self.mask = mask
+        self.target = target
+        self.weight = weight
+        self.scale = scale
+        self.context = context
+
+    def _context(self) -> Coordinate:
+        voxel_size = self.spec[self.gt].voxel_size
+        return context_voxels(self.context, voxel_size) * voxel_size
+
+    def setup(self) -> None:
+        if self.mask is not None:
+            check_same_voxel_size(self, self.gt, self.mask)
+        spec = self.spec[self.gt].copy()
+        if spec.roi is not None:
+            spec.roi = spec.roi.grow(-self._context(), -self._context())
+        spec.dtype = np.float32
+        spec.interpolatable = False
+        self.provides(self.target, spec)
+        self.provides(self.weight, spec.copy())
+        self.enable_autoskip()
+
+    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
+        roi = requested_output_roi(request, (self.target, self.weight))
+        deps = gp.BatchRequest()
+        deps[self.gt] = gp.ArraySpec(roi=roi.grow(self._context(), self._context()))
+        if self.mask is not None:
+            deps[self.mask] = gp.ArraySpec(roi=roi)
+        return deps
+
+    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
+        gt = batch[self.gt]
+        voxel_size = gt.spec.voxel_size
+        output_roi = gt.spec.roi.grow(-self._context(), -self._context())
+        inner = ((output_roi - gt.spec.roi.offset) / voxel_size).to_slices()
+        distances = signed_distances(gt.data, voxel_size)[inner]
+        np.clip(distances, -self.context, self.context, out=distances)
+        target = np.tanh(distances / self.scale, dtype=np.float32)[np.newaxis]
+        if self.mask is None:
+            weight = np.ones_like(target)
+        else:
+            mask = batch[self.mask].crop(output_roi).data
+            weight = (mask > 0).astype(np.float32)[np.newaxis]
+        outputs = gp.Batch()
+        for key, data in ((self.target, target), (self.weight, weight)):
+            spec = self.spec[key].copy()
+            spec.roi = output_roi
+            outputs[key] = gp.Array(data, spec)
+        return outputs
