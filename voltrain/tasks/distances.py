@@ -6,7 +6,7 @@ from typing import Literal
 
 import gunpowder as gp
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from voltrain.nodes.distance_target import DistanceTarget
 from voltrain.tasks.base import Task, TaskConfig, weighted_mean
@@ -31,12 +31,6 @@ class DistancesTaskConfig(TaskConfig):
         "(default: 3 * scale, where tanh is 0.995)",
     )
 
-    @model_validator(mode="after")
-    def _default_context(self) -> DistancesTaskConfig:
-        if self.context is None:
-            self.context = 3 * self.scale
-        return self
-
     def build(self) -> DistancesTask:
         return DistancesTask(self)
 
@@ -49,6 +43,7 @@ class DistancesTask(Task):
     def __init__(self, config: DistancesTaskConfig):
         self.config = config
         self.num_channels = 1
+        self.context = config.context if config.context is not None else 3 * config.scale
 
     def target_node(
         self,
@@ -58,7 +53,7 @@ class DistancesTask(Task):
         weight_key: gp.ArrayKey,
     ) -> gp.BatchFilter:
         return DistanceTarget(
-            gt_key, mask_key, target_key, weight_key, self.config.scale, self.config.context
+            gt_key, mask_key, target_key, weight_key, self.config.scale, self.context
         )
 
     def loss(
