@@ -31,7 +31,7 @@ def one_hot_classes(
     unknown = ~(known | ignored)
     if unknown.any():
         values = np.unique(classes[unknown])[:5].tolist()
-        raise ValueError(f"class ids {values} are outside 0..{num_classes - 1}")
+        raise ValueError(f"class ids {values} outside 0..{num_classes - 1}")
     index = np.where(ignored, 0, classes).astype(np.intp)
     target = np.zeros((num_classes, *classes.shape), dtype=np.float32)
     for class_id in range(num_classes):
@@ -99,7 +99,9 @@ class MulticlassTarget(gp.BatchFilter):
                 gt.data, trusted, self.class_weights, self.ignore_label
             )
         except ValueError as error:
-            raise DataError(f"{self.gt} at {gt.spec.roi}: {error} (task.num_classes)") from None
+            raise DataError(
+                f"{self.gt} holds {error}: raise task.num_classes or set task.ignore_label"
+            ) from None
         outputs = gp.Batch()
         for key, data in ((self.target, target), (self.weight, weight)):
             spec = self.spec[key].copy()
