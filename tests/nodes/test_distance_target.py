@@ -23,15 +23,14 @@ def touching_boxes():
     return labels
 
 
-def request(labels, roi, mask=None, scale=SCALE, context=CONTEXT):
+def request(labels, roi, mask=None, scale=SCALE, context=CONTEXT, mask_distances=True):
     mask = np.ones(SHAPE, dtype=np.uint8) if mask is None else mask
     sources = tuple(
         gp.ArraySource(key, Array(data, OFFSET, VOXEL_SIZE)) + gp.Pad(key, None)
         for key, data in ((GT, labels), (MASK, mask))
     )
-    pipeline = (
-        sources + gp.MergeProvider() + DistanceTarget(GT, MASK, TARGET, WEIGHT, scale, context)
-    )
+    node = DistanceTarget(GT, MASK, TARGET, WEIGHT, scale, context, mask_distances)
+    pipeline = sources + gp.MergeProvider() + node
     batch_request = gp.BatchRequest()
     for key in (TARGET, WEIGHT, GT):
         batch_request[key] = gp.ArraySpec(roi=roi)
@@ -111,7 +110,36 @@ def test_weight_is_the_mask_on_the_output():
     labels = touching_boxes()
     mask = (np.random.default_rng(0).random(SHAPE) > 0.4).astype(np.uint8)
     roi = ROIS[0]
-    batch = request(labels, roi, mask=mask)
+    batch = request(labels, roi, mask=mask, mask_distances=False)
     weight = batch[WEIGHT].data
     assert weight.dtype == np.float32 and weight.shape == batch[TARGET].data.shape
     np.testing.assert_array_equal(weight[0], mask[((roi - OFFSET) / VOXEL_SIZE).to_slices()])
+
+
+@pytest.mark.parametrize("roi", ROIS)
+def test_masked_distances_weigh_only_voxels_whose_distance_is_known(roi):
+    labels = touching_boxes()
+    mask = np.ones(SHAPE, dtype=np.uint8)
+    mask[:, :, 6:] = 0  # x >= 6 untrusted: box 2's far end and background beyond
+    mask[3, 8, 2] = 0  # one untrusted voxel inside box 2
+    batch = request(labels, roi, mask=mask)
+    weight = batch[WEIGHT].data[0]
+    # brute force: trusted, and no untrusted voxel (outside the volume included) lies
+    # closer than the voxel's clipped distance |d|
+    distance = np.abs(brute_force_distance(labels, roi))
+    margin = [math.ceil(CONTEXT / v) + 1 for v in VOXEL_SIZE]
+    padded = np.pad(mask, [(m, m) for m in margin])
+    world = np.stack(np.meshgrid(*map(np.arange, padded.shape), indexing="ij"), -1) * np.asarray(
+        VOXEL_SIZE
+    )
+    untrusted = world[padded == 0]
+    begin = (roi.offset - OFFSET) / VOXEL_SIZE
+    expected, trusted = np.zeros_like(weight), np.zeros_like(weight)
+    for index in itertools.product(*map(range, weight.shape)):
+        at = tuple(b + i + m for b, i, m in zip(begin, index, margin, strict=True))
+        reach = np.sqrt(((untrusted - world[at]) ** 2).sum(axis=1)).min()
+        trusted[index] = padded[at] > 0
+        expected[index] = trusted[index] and distance[index] <= reach + 1e-9
+    np.testing.assert_array_equal(weight, expected)
+    # some trusted voxels lose their weight because their distance reaches untrusted ones
+    assert 0 < expected.sum() < trusted.sum()

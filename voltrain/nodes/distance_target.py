@@ -29,6 +29,14 @@ def signed_distances(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
     return np.where(background, -outside, inside).astype(np.float32)
 
 
+def distance_to_untrusted(trusted: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
+    """World-unit distance of each trusted voxel to the nearest untrusted one (0 on those,
+    inf where ``trusted`` has none)."""
+    anisotropy = tuple(float(v) for v in voxel_size)
+    trusted = np.ascontiguousarray(trusted, dtype=np.uint8)
+    return edt.edt(trusted, anisotropy=anisotropy, black_border=False)
+
+
 def context_voxels(context: float, voxel_size: Coordinate) -> Coordinate:
     """Voxels per axis that cover ``context`` world units."""
     return Coordinate(math.ceil(context / v) for v in voxel_size)
@@ -44,8 +52,12 @@ class DistanceTarget(gp.BatchFilter):
     every boundary within ``context`` of an output voxel lies in the enlarged labels, so
     the target equals tanh(clip(true d, -context, context) / scale) everywhere in the
     output, the sample border included. Upstream must provide the enlarged labels (voltrain's
-    sources pad with background, which then reads as a boundary at the volume's edge). The
-    weight is the mask (1 = labels trusted) on the output region.
+    sources pad with background, which then reads as a boundary at the volume's edge).
+
+    The weight is the mask (1 = labels trusted) on the output region. With
+    ``mask_distances`` it is also 0 where ``|d|`` (clipped) exceeds the distance to the
+    nearest untrusted voxel: a closer boundary could hide there, so the target is not
+    known. The mask is then read with the same context as the labels.
 
     Args:
         gt: integer labels, 0 = background.
@@ -54,6 +66,7 @@ class DistanceTarget(gp.BatchFilter):
         weight: the array to create, the per-voxel loss weight.
         scale: world units; the target is tanh(d / scale).
         context: world units of labels read beyond the output, and the distance clip.
+        mask_distances: also weigh 0 the voxels whose distance reaches untrusted voxels.
     """
 
     def __init__(
@@ -64,6 +77,7 @@ class DistanceTarget(gp.BatchFilter):
         weight: gp.ArrayKey,
         scale: float,
         context: float,
+        mask_distances: bool = True,
     ):
         if not scale > 0 or not context > 0:
             raise ValueError(f"scale and context must be > 0, got {scale} and {context}")
@@ -73,6 +87,7 @@ class DistanceTarget(gp.BatchFilter):
         self.weight = weight
         self.scale = scale
         self.context = context
+        self.mask_distances = mask_distances
 
     def _context(self) -> Coordinate:
         voxel_size = self.spec[self.gt].voxel_size
@@ -92,10 +107,11 @@ class DistanceTarget(gp.BatchFilter):
 
     def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
         roi = requested_output_roi(request, (self.target, self.weight))
+        labels_roi = roi.grow(self._context(), self._context())
         deps = gp.BatchRequest()
-        deps[self.gt] = gp.ArraySpec(roi=roi.grow(self._context(), self._context()))
+        deps[self.gt] = gp.ArraySpec(roi=labels_roi)
         if self.mask is not None:
-            deps[self.mask] = gp.ArraySpec(roi=roi)
+            deps[self.mask] = gp.ArraySpec(roi=labels_roi if self.mask_distances else roi)
         return deps
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
@@ -106,11 +122,13 @@ class DistanceTarget(gp.BatchFilter):
         distances = signed_distances(gt.data, voxel_size)[inner]
         np.clip(distances, -self.context, self.context, out=distances)
         target = np.tanh(distances / self.scale, dtype=np.float32)[np.newaxis]
-        if self.mask is None:
-            weight = np.ones_like(target)
-        else:
-            mask = batch[self.mask].crop(output_roi).data
-            weight = (mask > 0).astype(np.float32)[np.newaxis]
+        weight = np.ones_like(target)
+        if self.mask is not None:
+            trusted = batch[self.mask].crop(gt.spec.roi if self.mask_distances else output_roi)
+            weight[0] = trusted.crop(output_roi).data > 0
+            if self.mask_distances:
+                reach = distance_to_untrusted(trusted.data > 0, voxel_size)[inner]
+                weight[0, np.abs(distances) > reach] = 0
         outputs = gp.Batch()
         for key, data in ((self.target, target), (self.weight, weight)):
             spec = self.spec[key].copy()

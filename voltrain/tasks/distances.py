@@ -30,6 +30,11 @@ class DistancesTaskConfig(TaskConfig):
         "to it are exact at the sample's border; distances are clipped to it "
         "(default: 3 * scale, where tanh is 0.995)",
     )
+    mask_distances: bool = Field(
+        True,
+        description="weigh 0 the voxels whose distance reaches masked-out voxels (a "
+        "closer boundary could lie there)",
+    )
 
     def build(self) -> DistancesTask:
         return DistancesTask(self)
@@ -53,7 +58,13 @@ class DistancesTask(Task):
         weight_key: gp.ArrayKey,
     ) -> gp.BatchFilter:
         return DistanceTarget(
-            gt_key, mask_key, target_key, weight_key, self.config.scale, self.context
+            gt_key,
+            mask_key,
+            target_key,
+            weight_key,
+            self.config.scale,
+            self.context,
+            self.config.mask_distances,
         )
 
     def loss(
