@@ -3,6 +3,7 @@ predict a volume with ``voltrain predict``, and be refused by segmentation."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,38 +25,41 @@ TASKS = {
 }
 
 
-def _write_classes(container: Path) -> Path:
-    """Class ids from the instance labels: 0 background, 1 or 2 by the id's parity."""
+def _write_derived(container: Path, name: str, derive) -> None:
+    """``derive(labels)`` as array ``name`` beside the instance labels."""
     labels = open_ds(str(container / "labels"))
-    ids = labels[labels.roi]
-    classes = np.where(ids == 0, 0, 1 + ids % 2).astype(np.uint8)
+    data = derive(labels[labels.roi])
     array = prepare_ds(
-        str(container / "classes"),
-        shape=classes.shape,
+        str(container / name),
+        shape=data.shape,
         offset=labels.roi.offset,
         voxel_size=labels.voxel_size,
-        dtype=np.uint8,
-        chunk_shape=(32, 32, 32),
+        dtype=data.dtype,
+        chunk_shape=(20, 20, 20),
         mode="w",
     )
-    array[array.roi] = classes
-    return container / "classes"
+    array[array.roi] = data
 
 
 @pytest.fixture(scope="module")
 def small_volume(tmp_path_factory) -> Path:
-    """40^3 voxels with class ids beside the instance labels."""
+    """40^3 voxels of cells: ``objects`` keeps two thirds of them on background (the
+    synthetic cells fill the volume); ``classes`` has class 0 for background, 1 or 2 by
+    the cell id's parity."""
     container = tmp_path_factory.mktemp("tasks") / "small.zarr"
     make_synthetic_volume(
         container, shape=(40, 40, 40), num_cells=8, mask_fraction=0.6, chunk_shape=(20,) * 3
     )
-    _write_classes(container)
+    _write_derived(container, "objects", lambda ids: np.where(ids % 3 == 0, 0, ids))
+    _write_derived(
+        container, "classes", lambda ids: np.where(ids % 3 == 0, 0, 1 + ids % 2).astype(np.uint8)
+    )
     return container
 
 
 def _config(volume: Path, task_type: str) -> dict:
     task, metric, _ = TASKS[task_type]
-    gt = "classes" if task_type == "multiclass" else "labels"
+    gt = "classes" if task_type == "multiclass" else "objects"
     config = experiment_dict(
         volume,
         batch_size=1,
@@ -84,6 +88,9 @@ def test_task_trains_validates_snapshots_and_predicts_its_channels(
     capsys.readouterr()
     checkpoint = out / "checkpoints" / "best.pt"
     assert checkpoint.exists()
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    validated = [row for row in logged if "validation_loss" in row]
+    assert validated and np.isfinite(validated[-1][f"validation_{metric}"])
     snapshot = out / "snapshots.zarr" / "2"
     target = open_ds(level_path(snapshot / "target"))
     prediction = open_ds(level_path(snapshot / "prediction"))
