@@ -37,10 +37,12 @@ class Task(ABC):
         num_channels: channels of the target, and so of the network's output.
         lower_is_better: names of ``metric``'s results where smaller is better (picked
             with ``min`` as ``trainer.validation.metric``); the others are maximised.
+        value_range: the (low, high) of targets and activated predictions.
     """
 
     num_channels: int
     lower_is_better: frozenset[str] = frozenset()
+    value_range: tuple[float, float] = (0.0, 1.0)
 
     @abstractmethod
     def target_node(
@@ -67,7 +69,7 @@ class Task(ABC):
         return validation.best_mode
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
-        """Turn logits into predictions in [0, 1]."""
+        """Turn logits into predictions in ``value_range`` (sigmoid: [0, 1])."""
         return torch.sigmoid(logits)
 
     @abstractmethod

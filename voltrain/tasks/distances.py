@@ -44,6 +44,7 @@ class DistancesTask(Task):
     """Runtime twin of ``DistancesTaskConfig``: one channel, MSE on tanh(logits)."""
 
     lower_is_better = frozenset({"distance_error"})
+    value_range = (-1.0, 1.0)
 
     def __init__(self, config: DistancesTaskConfig):
         self.config = config
