@@ -21,20 +21,22 @@ def signed_distances(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
     anisotropic grid of ``voxel_size``. Only boundaries inside ``labels`` count: a voxel
     with none in reach gets +-inf.
     """
-    anisotropy = tuple(float(v) for v in voxel_size)
-    labels = np.ascontiguousarray(labels)
-    inside = edt.edt(labels, anisotropy=anisotropy, black_border=False)
+    inside = _edt(labels, voxel_size)
     background = labels == 0
-    outside = edt.edt(background, anisotropy=anisotropy, black_border=False)
+    outside = _edt(background, voxel_size)
     return np.where(background, -outside, inside).astype(np.float32)
 
 
 def distance_to_untrusted(trusted: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
     """World-unit distance of each trusted voxel to the nearest untrusted one (0 on those,
     inf where ``trusted`` has none)."""
+    return _edt(trusted.astype(np.uint8), voxel_size)
+
+
+def _edt(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
+    # black_border=False: the array's edge is no boundary; the caller reads enough context.
     anisotropy = tuple(float(v) for v in voxel_size)
-    trusted = np.ascontiguousarray(trusted, dtype=np.uint8)
-    return edt.edt(trusted, anisotropy=anisotropy, black_border=False)
+    return edt.edt(np.ascontiguousarray(labels), anisotropy=anisotropy, black_border=False)
 
 
 def context_voxels(context: float, voxel_size: Coordinate) -> Coordinate:
