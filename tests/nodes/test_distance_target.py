@@ -125,7 +125,7 @@ def test_masked_distances_weigh_only_voxels_whose_distance_is_known(roi):
     batch = request(labels, roi, mask=mask)
     weight = batch[WEIGHT].data[0]
     # brute force: trusted, and no untrusted voxel (outside the volume included) lies
-    # closer than the voxel's clipped distance |d|
+    # at or within the voxel's clipped distance |d|
     distance = np.abs(brute_force_distance(labels, roi))
     margin = [math.ceil(CONTEXT / v) + 1 for v in VOXEL_SIZE]
     padded = np.pad(mask, [(m, m) for m in margin])
@@ -139,7 +139,22 @@ def test_masked_distances_weigh_only_voxels_whose_distance_is_known(roi):
         at = tuple(b + i + m for b, i, m in zip(begin, index, margin, strict=True))
         reach = np.sqrt(((untrusted - world[at]) ** 2).sum(axis=1)).min()
         trusted[index] = padded[at] > 0
-        expected[index] = trusted[index] and distance[index] <= reach + 1e-9
+        # exact if every voxel up to the boundary found is trusted, or up to the clip
+        known = distance[index] < reach - 1e-6 or reach >= CONTEXT
+        expected[index] = trusted[index] and known
     np.testing.assert_array_equal(weight, expected)
     # some trusted voxels lose their weight because their distance reaches untrusted ones
     assert 0 < expected.sum() < trusted.sum()
+
+
+def test_masked_distances_give_no_weight_to_the_false_boundary_at_the_volume_edge():
+    labels = np.full(SHAPE, 4, dtype=np.uint64)  # one object running out of the volume
+    mask = np.ones(SHAPE, dtype=np.uint8)  # trusted inside the volume, padded 0 outside
+    roi = Roi(OFFSET, Coordinate(SHAPE) * VOXEL_SIZE)
+    weight = request(labels, roi, mask=mask)[WEIGHT].data[0]
+    # x voxels are 2 units wide: the edge is 2, 4 (< CONTEXT = 6) units from the first two
+    # x columns, whose distance is the edge's and so unknown
+    assert not weight[:, :, :2].any() and not weight[:, :, -2:].any()
+    # one voxel deeper on every axis the edge is >= CONTEXT away: the clip is exact there
+    assert weight[2:-2, 6:-6, 3:-3].all()
+    assert request(labels, roi, mask=mask, mask_distances=False)[WEIGHT].data.all()

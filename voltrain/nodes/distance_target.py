@@ -57,9 +57,9 @@ class DistanceTarget(gp.BatchFilter):
     sources pad with background, which then reads as a boundary at the volume's edge).
 
     The weight is the mask (1 = labels trusted) on the output region. With
-    ``mask_distances`` it is also 0 where ``|d|`` (clipped) exceeds the distance to the
-    nearest untrusted voxel: a closer boundary could hide there, so the target is not
-    known. The mask is then read with the same context as the labels.
+    ``mask_distances`` it is also 0 where ``|d|`` (clipped) reaches the nearest untrusted
+    voxel: a nearer boundary could hide there, so the target is not known. The mask is
+    then read with the same context as the labels.
 
     Args:
         gt: integer labels, 0 = background.
@@ -129,11 +129,21 @@ class DistanceTarget(gp.BatchFilter):
             trusted = batch[self.mask].crop(gt.spec.roi if self.mask_distances else output_roi)
             weight[0] = trusted.crop(output_roi).data > 0
             if self.mask_distances:
-                reach = distance_to_untrusted(trusted.data > 0, voxel_size)[inner]
-                weight[0, np.abs(distances) > reach] = 0
+                weight[0] *= self._known(distances, trusted.data > 0, voxel_size, inner)
         outputs = gp.Batch()
         for key, data in ((self.target, target), (self.weight, weight)):
             spec = self.spec[key].copy()
             spec.roi = output_roi
             outputs[key] = gp.Array(data, spec)
         return outputs
+
+    def _known(self, distances, trusted, voxel_size, inner) -> np.ndarray:
+        """Where the clipped distance is exact although some labels are untrusted.
+
+        With ``reach`` the distance to the nearest untrusted voxel: if ``|d| < reach`` the
+        boundary voxel that gives ``d`` and every voxel nearer are trusted; if ``reach >=
+        context`` every voxel within the clip is. Otherwise an untrusted voxel could be a
+        nearer boundary, or be the one that gives ``d`` (the volume's padded edge).
+        """
+        reach = distance_to_untrusted(trusted, voxel_size)[inner]
+        return (np.abs(distances) < reach) | (reach >= self.context)
