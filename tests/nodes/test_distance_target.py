@@ -158,3 +158,66 @@ def test_masked_distances_give_no_weight_to_the_false_boundary_at_the_volume_edg
     # one voxel deeper on every axis the edge is >= CONTEXT away: the clip is exact there
     assert weight[2:-2, 6:-6, 3:-3].all()
     assert request(labels, roi, mask=mask, mask_distances=False)[WEIGHT].data.all()
+
+
+def three_boxes():
+    """Object ids: the touching boxes and box 3 right of box 1 (x 5:8), touching it."""
+    labels = touching_boxes()
+    labels[1:5, 2:7, 5:8] = 3
+    return labels
+
+
+def class_boxes():
+    """Class ids of ``three_boxes``: boxes 1 and 3 are class 1, box 2 is class 2."""
+    return np.where(three_boxes() == 3, 1, three_boxes())
+
+
+def request_classes(classes, roi, num_classes):
+    sources = tuple(
+        gp.ArraySource(key, Array(data, OFFSET, VOXEL_SIZE)) + gp.Pad(key, None)
+        for key, data in ((GT, classes), (MASK, np.ones(SHAPE, dtype=np.uint8)))
+    )
+    node = DistanceTarget(GT, MASK, TARGET, WEIGHT, SCALE, CONTEXT, num_classes=num_classes)
+    pipeline = sources + gp.MergeProvider() + node
+    batch_request = gp.BatchRequest()
+    batch_request[TARGET] = gp.ArraySpec(roi=roi)
+    batch_request[WEIGHT] = gp.ArraySpec(roi=roi)
+    with gp.build(pipeline):
+        return pipeline.request_batch(batch_request)
+
+
+@pytest.mark.parametrize("roi", ROIS)
+def test_with_classes_each_channel_is_the_distance_to_its_class_region(roi):
+    classes = class_boxes()
+    batch = request_classes(classes, roi, num_classes=3)
+    target, weight = batch[TARGET].data, batch[WEIGHT].data
+    assert target.shape == (2, *(roi.shape / VOXEL_SIZE)) and weight.shape == target.shape
+    for k in (1, 2):
+        region = (classes == k).astype(np.uint64)
+        expected = np.tanh(brute_force_distance(region, roi) / SCALE)
+        np.testing.assert_allclose(target[k - 1], expected, atol=1e-5)
+
+
+def test_with_classes_touching_objects_of_one_class_share_a_region():
+    roi = ROIS[0]
+    index = tuple(Coordinate(2, 4, 4) - (roi.offset - OFFSET) / VOXEL_SIZE)
+    objects = request(three_boxes(), roi)[TARGET].data
+    # as objects, box 1's voxel (2, 4, 4) is one x voxel (2 units) from box 3
+    assert objects[0][index] == pytest.approx(math.tanh(2 / SCALE), abs=1e-6)
+    target = request_classes(class_boxes(), roi, num_classes=3)[TARGET].data
+    # as class 1, boxes 1 and 3 are one region: its boundary is 3 y voxels away (y = 1 is
+    # background, y = 7 class 2)
+    assert target[0][index] == pytest.approx(math.tanh(3 / SCALE), abs=1e-6)
+    # in class 2's channel the same voxel is outside, 3 y voxels from box 2 (y = 7)
+    assert target[1][index] == pytest.approx(-math.tanh(3 / SCALE), abs=1e-6)
+
+
+def test_with_classes_an_id_beyond_num_classes_is_a_data_error():
+    from voltrain.errors import DataError
+
+    with pytest.raises(Exception) as error:
+        request_classes(class_boxes(), ROIS[0], num_classes=2)
+    cause = error.value
+    while cause is not None and not isinstance(cause, DataError):
+        cause = cause.__cause__ or cause.__context__
+    assert cause is not None and "[2]" in str(cause) and "num_classes" in str(cause)

@@ -71,3 +71,11 @@ def test_distance_error_is_minimised_when_it_picks_best_pt():
     assert task.best_mode(ValidationConfig(metric="distance_error")) == "min"
     assert task.best_mode(ValidationConfig(metric="validation_sign_accuracy")) == "max"
     assert task.best_mode(ValidationConfig(metric="distance_error", best="max")) == "max"
+
+
+def test_num_classes_gives_a_channel_per_foreground_class():
+    task = DistancesTaskConfig(scale=8, num_classes=4).build()
+    assert task.num_channels == 3
+    assert task.target_node(*(gp.ArrayKey(n) for n in ("G", "M", "T", "W"))).num_classes == 4
+    with pytest.raises(ValidationError, match="num_classes"):
+        DistancesTaskConfig(scale=8, num_classes=1)

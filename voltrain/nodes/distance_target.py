@@ -9,6 +9,7 @@ import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate
 
+from voltrain.errors import DataError
 from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
 
 
@@ -46,10 +47,12 @@ def context_voxels(context: float, voxel_size: Coordinate) -> Coordinate:
 
 class DistanceTarget(gp.BatchFilter):
     """Add tanh(d / scale) of the signed boundary distance d and its loss weight, both
-    float32 (1, z, y, x).
+    float32 (channels, z, y, x).
 
     ``d`` is ``signed_distances`` of the labels: positive inside objects, negative in
-    background, in world units. Labels are requested larger than the output by
+    background, in world units; one channel. With ``num_classes`` the labels are class
+    ids instead, and channel k - 1 holds the distance to the boundary of class k's region
+    (k = 1..num_classes - 1), positive inside it. Labels are requested larger than the output by
     ``context`` world units on every side, and ``d`` is clipped to [-context, context]:
     every boundary within ``context`` of an output voxel lies in the enlarged labels, so
     the target equals tanh(clip(true d, -context, context) / scale) everywhere in the
@@ -69,6 +72,8 @@ class DistanceTarget(gp.BatchFilter):
         scale: world units; the target is tanh(d / scale).
         context: world units of labels read beyond the output, and the distance clip.
         mask_distances: also weigh 0 the voxels whose distance reaches untrusted voxels.
+        num_classes: None for object labels; else gt holds class ids 0..num_classes - 1
+            (0 = background), one channel per foreground class.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class DistanceTarget(gp.BatchFilter):
         scale: float,
         context: float,
         mask_distances: bool = True,
+        num_classes: int | None = None,
     ):
         if not scale > 0 or not context > 0:
             raise ValueError(f"scale and context must be > 0, got {scale} and {context}")
@@ -90,6 +96,7 @@ class DistanceTarget(gp.BatchFilter):
         self.scale = scale
         self.context = context
         self.mask_distances = mask_distances
+        self.num_classes = num_classes
 
     def _context(self) -> Coordinate:
         voxel_size = self.spec[self.gt].voxel_size
@@ -121,21 +128,35 @@ class DistanceTarget(gp.BatchFilter):
         voxel_size = gt.spec.voxel_size
         output_roi = gt.spec.roi.grow(-self._context(), -self._context())
         inner = ((output_roi - gt.spec.roi.offset) / voxel_size).to_slices()
-        distances = signed_distances(gt.data, voxel_size)[inner]
+        distances = np.stack(
+            [signed_distances(region, voxel_size)[inner] for region in self._regions(gt.data)]
+        )
         np.clip(distances, -self.context, self.context, out=distances)
-        target = np.tanh(distances / self.scale, dtype=np.float32)[np.newaxis]
+        target = np.tanh(distances / self.scale, dtype=np.float32)
         weight = np.ones_like(target)
         if self.mask is not None:
             trusted = batch[self.mask].crop(gt.spec.roi if self.mask_distances else output_roi)
-            weight[0] = trusted.crop(output_roi).data > 0
+            weight[:] = trusted.crop(output_roi).data > 0
             if self.mask_distances:
-                weight[0] *= self._known(distances, trusted.data > 0, voxel_size, inner)
+                weight *= self._known(distances, trusted.data > 0, voxel_size, inner)
         outputs = gp.Batch()
         for key, data in ((self.target, target), (self.weight, weight)):
             spec = self.spec[key].copy()
             spec.roi = output_roi
             outputs[key] = gp.Array(data, spec)
         return outputs
+
+    def _regions(self, labels: np.ndarray) -> list[np.ndarray]:
+        """The label arrays whose boundaries the channels measure."""
+        if self.num_classes is None:
+            return [labels]
+        if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
+            unknown = labels[(labels < 0) | (labels >= self.num_classes)]
+            raise DataError(
+                f"{self.gt} holds class ids {np.unique(unknown)[:5].tolist()} outside "
+                f"0..{self.num_classes - 1}: raise task.num_classes"
+            )
+        return [labels == k for k in range(1, self.num_classes)]
 
     def _known(self, distances, trusted, voxel_size, inner) -> np.ndarray:
         """Where the clipped distance is exact although some labels are untrusted.

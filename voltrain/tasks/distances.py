@@ -17,8 +17,9 @@ class DistancesTaskConfig(TaskConfig):
 
     d is in world units (the labels' voxel size, anisotropic as it is), positive inside
     objects and negative in background; each object has its own boundary, so touching
-    objects are separated. Predictions are tanh of the logits, in [-1, 1]; a voxel is
-    foreground where the prediction is > 0.
+    objects are separated. With ``num_classes``, gt holds class ids and each foreground
+    class has a channel measuring the boundary of its region. Predictions are tanh of the
+    logits, in [-1, 1]; a voxel is inside where the prediction is > 0.
     """
 
     type: Literal["distances"] = "distances"
@@ -29,6 +30,13 @@ class DistancesTaskConfig(TaskConfig):
         description="world units of labels read beyond each sample, so that distances up "
         "to it are exact at the sample's border; distances are clipped to it "
         "(default: 3 * scale, where tanh is 0.995)",
+    )
+    num_classes: int | None = Field(
+        None,
+        ge=2,
+        description="unset: gt holds objects, one channel; else gt holds class ids "
+        "0..num_classes-1 (0 background) and each foreground class gets a channel with the "
+        "distance to its region's boundary",
     )
     mask_distances: bool = Field(
         True,
@@ -41,14 +49,14 @@ class DistancesTaskConfig(TaskConfig):
 
 
 class DistancesTask(Task):
-    """Runtime twin of ``DistancesTaskConfig``: one channel, MSE on tanh(logits)."""
+    """Runtime twin of ``DistancesTaskConfig``: MSE on tanh(logits)."""
 
     lower_is_better = frozenset({"distance_error"})
     value_range = (-1.0, 1.0)
 
     def __init__(self, config: DistancesTaskConfig):
         self.config = config
-        self.num_channels = 1
+        self.num_channels = 1 if config.num_classes is None else config.num_classes - 1
         self.context = config.context if config.context is not None else 3 * config.scale
 
     def target_node(
@@ -66,6 +74,7 @@ class DistancesTask(Task):
             self.config.scale,
             self.context,
             self.config.mask_distances,
+            self.config.num_classes,
         )
 
     def loss(
