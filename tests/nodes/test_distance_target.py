@@ -221,3 +221,18 @@ def test_with_classes_an_id_beyond_num_classes_is_a_data_error():
     while cause is not None and not isinstance(cause, DataError):
         cause = cause.__cause__ or cause.__context__
     assert cause is not None and "[2]" in str(cause) and "num_classes" in str(cause)
+
+
+def test_labels_using_their_dtypes_largest_id_give_the_same_distances():
+    from voltrain.nodes.distance_target import signed_distances
+
+    labels = touching_boxes().astype(np.uint8)
+    labels[labels == 2] = 255  # no id left above it: the two-pass path
+    expected = signed_distances(labels.astype(np.uint16), VOXEL_SIZE)  # the one-pass path
+    np.testing.assert_array_equal(signed_distances(labels, VOXEL_SIZE), expected)
+    roi = ROIS[0]
+    reference = brute_force_distance(labels, roi)  # clipped to CONTEXT
+    expected = np.clip(expected, -CONTEXT, CONTEXT)
+    np.testing.assert_allclose(
+        expected[((roi - OFFSET) / VOXEL_SIZE).to_slices()], reference, atol=1e-5
+    )

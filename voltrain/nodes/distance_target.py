@@ -22,16 +22,31 @@ def signed_distances(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
     anisotropic grid of ``voxel_size``. Only boundaries inside ``labels`` count: a voxel
     with none in reach gets +-inf.
     """
-    inside = _edt(labels, voxel_size)
     background = labels == 0
-    outside = _edt(background, voxel_size)
-    return np.where(background, -outside, inside).astype(np.float32)
+    unused = _unused_label(labels)
+    if unused is None:
+        inside = _edt(labels, voxel_size)
+        outside = _edt(background.view(np.uint8), voxel_size)
+        distances = np.where(background, -outside, inside)
+    else:
+        # Background as one more object: one multi-label pass measures both sides.
+        distances = _edt(np.where(background, unused, labels), voxel_size)
+        np.negative(distances, out=distances, where=background)
+    return distances.astype(np.float32, copy=False)
+
+
+def _unused_label(labels: np.ndarray) -> int | None:
+    """A nonzero id of ``labels``' integer dtype above all of its ids, or None."""
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size == 0:
+        return None
+    top = int(labels.max())
+    return top + 1 if top < np.iinfo(labels.dtype).max else None
 
 
 def distance_to_untrusted(trusted: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
     """World-unit distance of each trusted voxel to the nearest untrusted one (0 on those,
     inf where ``trusted`` has none)."""
-    return _edt(trusted.astype(np.uint8), voxel_size)
+    return _edt(trusted.view(np.uint8) if trusted.dtype == bool else trusted, voxel_size)
 
 
 def _edt(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
