@@ -171,7 +171,7 @@ class DistanceTarget(gp.BatchFilter):
                 f"{self.gt} holds class ids {np.unique(unknown)[:5].tolist()} outside "
                 f"0..{self.num_classes - 1}: raise task.num_classes"
             )
-        return [labels == k for k in range(1, self.num_classes)]
+        return [(labels == k).view(np.uint8) for k in range(1, self.num_classes)]
 
     def _known(self, distances, trusted, voxel_size, inner) -> np.ndarray:
         """Where the clipped distance is exact although some labels are untrusted.
