@@ -45,3 +45,19 @@ def test_label_colours_keep_background_black_and_ids_apart():
     assert not np.allclose(rgb[0, 1], rgb[0, 2])
     np.testing.assert_array_equal(rgb[0, 1], rgb[1, 1])
     assert rgb[labels > 0].min() > 0.2  # every object visible against the background
+
+
+def test_signed_targets_are_drawn_over_the_tasks_value_range():
+    from voltrain.pictures import snapshot_figure
+    from voltrain.tasks import DistancesTaskConfig
+
+    value_range = DistancesTaskConfig(scale=5).build().value_range
+    rng = np.random.default_rng(0)
+    arrays = {
+        "raw": rng.random((1, 4, 4, 4)),
+        "target": rng.uniform(-1, 1, (1, 4, 4, 4)),
+        "prediction": rng.uniform(-1, 1, (1, 4, 4, 4)),
+    }
+    figure = snapshot_figure(3, arrays, value_range)
+    norms = [axes.images[0].norm for axes in figure.axes]
+    assert [(n.vmin, n.vmax) for n in norms] == [(0, 1), (-1, 1), (-1, 1)]

@@ -35,15 +35,18 @@ class RunPictures(Callback):
 
     Args:
         out_dir: the run directory; ``metrics.jsonl`` is read from it.
+        value_range: the task's (low, high) of targets and predictions, drawn black to
+            white (``Task.value_range``).
     """
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, value_range: tuple[float, float] = (0.0, 1.0)):
         self.out_dir = Path(out_dir)
+        self.value_range = value_range
 
     def on_snapshot(self, iteration: int, path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         target = self.out_dir / "snapshots" / f"{iteration}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _save(snapshot_figure(iteration, arrays), target)
+        _save(snapshot_figure(iteration, arrays, self.value_range), target)
         self.write_loss_plot()
 
     def on_train_end(self, trainer: Trainer) -> None:
@@ -64,8 +67,13 @@ class RunPictures(Callback):
         return path
 
 
-def snapshot_figure(iteration: int, arrays: Mapping[str, np.ndarray]):
-    """The central z slices of raw, gt, target and prediction, side by side."""
+def snapshot_figure(
+    iteration: int,
+    arrays: Mapping[str, np.ndarray],
+    value_range: tuple[float, float] = (0.0, 1.0),
+):
+    """The central z slices of raw, gt, target and prediction, side by side; raw is drawn
+    over [0, 1], target and prediction over ``value_range``."""
     from matplotlib.figure import Figure
 
     names = [name for name in PANELS if name in arrays]
@@ -79,7 +87,8 @@ def snapshot_figure(iteration: int, arrays: Mapping[str, np.ndarray]):
         else:
             image = centre_slice_image(data)
             rgb = image.transpose(1, 2, 0) if image.shape[0] == 3 else image[0]
-            axes.imshow(rgb, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            low, high = (0.0, 1.0) if name == "raw" else value_range
+            axes.imshow(rgb, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
         channels = ""
         if data.ndim == 4:
             channels = " (RGB: channels)" if len(data) == 3 else f" (channel 0 of {len(data)})"

@@ -147,3 +147,24 @@ def test_without_mask_every_affinity_is_trusted():
 def test_zero_offset_is_rejected():
     with pytest.raises(ValueError, match="nonzero"):
         AffinityTarget(GT, MASK, TARGET, WEIGHT, [[0, 0, 0]])
+
+
+def test_affinities_of_one_small_object_are_clipped_by_default():
+    labels = np.zeros(SHAPE, dtype=np.uint64)
+    labels[4:6, 5, 5] = 3  # one positive z-affinity in the 5 * 4 * 9 output of ROIS[1]
+    mask = np.ones(SHAPE, dtype=np.uint8)
+    neighborhood = [[-1, 0, 0]]
+    source = (
+        tuple(
+            gp.ArraySource(key, Array(data, OFFSET, VOXEL_SIZE)) + gp.Pad(key, None)
+            for key, data in ((GT, labels), (MASK, mask))
+        )
+        + gp.MergeProvider()
+    )
+    source += AffinityTarget(GT, MASK, TARGET, WEIGHT, neighborhood)
+    batch = request_batch(source, ROIS[1])
+    target, weight = batch[TARGET].data[0], batch[WEIGHT].data[0]
+    assert target.sum() == 1
+    # fraction 1/180 is clipped to 0.05: the positive weighs 10, not 90 (half of 180)
+    assert weight[target == 1].item() == pytest.approx(10.0)
+    np.testing.assert_allclose(weight[target == 0], 1 / 1.9, rtol=1e-6)

@@ -87,3 +87,68 @@ def test_mask_on_another_voxel_grid_is_a_data_error():
         request_batch(labels, mask, True, mask_voxel_size=Coordinate(4, 4, 4))
     assert isinstance(error.value.__cause__, DataError)
     assert "MASK" in str(error.value.__cause__) and "voxel size" in str(error.value.__cause__)
+
+
+def one_positive_voxel(shape=(1, 10, 10, 10)):
+    target = np.zeros(shape, dtype=np.float32)
+    target[0, 4, 5, 6] = 1
+    return target, np.ones_like(target)
+
+
+def test_clipping_bounds_the_weight_of_one_positive_voxel():
+    target, weight = one_positive_voxel()  # positive fraction 1/1000, below the 0.05 clip
+    balanced = class_balanced_weight(target, weight, (0.05, 0.95))
+    # positives weigh 1 / (2 * 0.05), negatives 1 / (2 * (1 - 0.05)), per unit of mask
+    assert balanced[target == 1].item() == pytest.approx(10.0)
+    np.testing.assert_allclose(balanced[target == 0], 1 / 1.9, rtol=1e-6)
+    share = balanced[target == 1].sum() / balanced.sum()
+    assert share == pytest.approx(10 / (10 + 999 / 1.9))
+    assert share < 0.02
+    # unclipped, the one voxel carries half of the loss
+    unclipped = class_balanced_weight(target, weight, None)
+    assert unclipped[target == 1].sum() == pytest.approx(unclipped.sum() / 2)
+
+
+def test_clipping_is_the_default_and_follows_the_mask_weight():
+    target, weight = one_positive_voxel()
+    weight[0, :2] = 0  # 800 trusted voxels, one positive
+    balanced = class_balanced_weight(target, weight)
+    assert balanced[target == 1].item() == pytest.approx(10.0)
+    np.testing.assert_array_equal(balanced[weight == 0], 0)
+    # total = 1 * 10 + 799 / 1.9: more than the 800 of the mask, as the clip leaves it
+    assert balanced.sum() == pytest.approx(10 + 799 / 1.9, rel=1e-5)
+
+
+def test_fraction_inside_the_clip_keeps_halves_and_total():
+    target = np.zeros((2, 20), dtype=np.float32)
+    target[0, :3] = 1  # fraction 0.15: inside [0.05, 0.95], balanced as without a clip
+    target[1, :19] = 1  # fraction 0.95: on the bound
+    weight = np.ones_like(target)
+    balanced = class_balanced_weight(target, weight, (0.05, 0.95))
+    np.testing.assert_allclose(balanced, class_balanced_weight(target, weight, None), rtol=1e-6)
+    for channel in range(2):
+        positive = target[channel] == 1
+        assert balanced[channel, positive].sum() == pytest.approx(10.0)
+        assert balanced[channel, ~positive].sum() == pytest.approx(10.0)
+
+
+def test_balance_clip_reaches_the_node_through_the_task_config():
+    from voltrain.tasks import BinaryTaskConfig
+
+    labels = np.zeros(SHAPE, dtype=np.uint32)
+    labels[3, 4, 5] = 7  # one foreground voxel of the 4 * 4 * 6 output
+    mask = np.ones(SHAPE, dtype=np.uint8)
+    batches = {}
+    for clip in ((0.05, 0.95), None):
+        node = BinaryTaskConfig(balance_clip=clip).build().target_node(GT, MASK, TARGET, WEIGHT)
+        sources = tuple(
+            gp.ArraySource(key, Array(data, OFFSET, VOXEL_SIZE))
+            for key, data in ((GT, labels), (MASK, mask))
+        )
+        pipeline = sources + gp.MergeProvider() + node
+        request = gp.BatchRequest()
+        request[WEIGHT] = gp.ArraySpec(roi=OUTPUT_ROI)
+        with gp.build(pipeline):
+            batches[clip] = pipeline.request_batch(request)[WEIGHT].data
+    assert batches[(0.05, 0.95)].max() == pytest.approx(10.0)
+    assert batches[None].max() == pytest.approx(96 / 2)

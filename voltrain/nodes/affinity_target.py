@@ -9,6 +9,7 @@ import numpy as np
 from funlib.geometry import Coordinate
 
 from voltrain.nodes.binary_target import (
+    DEFAULT_BALANCE_CLIP,
     check_same_voxel_size,
     class_balanced_weight,
     requested_output_roi,
@@ -40,7 +41,9 @@ class AffinityTarget(gp.BatchFilter):
         weight: the array to create, the per-affinity loss weight.
         neighborhood: (z, y, x) voxel offsets, one per channel.
         balance_weights: per channel, give positive and negative affinities half of the
-            trusted weight each.
+            trusted weight each (see ``class_balanced_weight``).
+        balance_clip: (low, high) bounds of the positive fraction used for balancing;
+            None does not clip.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class AffinityTarget(gp.BatchFilter):
         weight: gp.ArrayKey,
         neighborhood: Sequence[Sequence[int]],
         balance_weights: bool = True,
+        balance_clip: tuple[float, float] | None = DEFAULT_BALANCE_CLIP,
     ):
         offsets = np.asarray(neighborhood, dtype=np.int64)
         if offsets.ndim != 2 or offsets.shape[1] != 3 or not offsets.any(axis=1).all():
@@ -61,6 +65,7 @@ class AffinityTarget(gp.BatchFilter):
         self.weight = weight
         self.neighborhood = [Coordinate(offset) for offset in offsets]
         self.balance_weights = balance_weights
+        self.balance_clip = balance_clip
         self.context_before, self.context_after = neighborhood_context(offsets)
 
     def setup(self) -> None:
@@ -97,7 +102,7 @@ class AffinityTarget(gp.BatchFilter):
         mask = None if self.mask is None else batch[self.mask].data > 0
         target, weight = self._affinities(gt.data, mask, (output_roi.shape / voxel_size))
         if self.balance_weights:
-            weight = class_balanced_weight(target, weight)
+            weight = class_balanced_weight(target, weight, self.balance_clip)
         outputs = gp.Batch()
         for key, data in ((self.target, target), (self.weight, weight)):
             spec = self.spec[key].copy()

@@ -237,14 +237,10 @@ class TrainingRun:
         config = self.config.trainer
         if self.is_main:
             self.trainer.add_callback(self.metrics_logger)
-            self.trainer.add_callback(RunPictures(self.out_dir))
+            self.trainer.add_callback(RunPictures(self.out_dir, self.task.value_range))
         if self.trainer.validator is not None:
-            validation = config.validation
-            self.trainer.add_callback(
-                BestValidation(
-                    self.save_best_checkpoint, validation.metric_key, validation.best_mode
-                )
-            )
+            key, mode = config.validation.metric_key, self.task.best_mode(config.validation)
+            self.trainer.add_callback(BestValidation(self.save_best_checkpoint, key, mode))
         self.trainer.add_callback(
             CheckpointSchedule(
                 self.save_checkpoint, config.checkpoint_interval, config.checkpoint_seconds

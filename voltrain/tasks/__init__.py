@@ -1,6 +1,7 @@
 """Training tasks: what the network predicts and how it is scored.
 
-Importing this package registers the built-in tasks (affinities, binary); a task of one's
+Importing this package registers the built-in tasks (affinities, binary, distances,
+multiclass); a task of one's
 own joins with ``@register_task`` or the ``voltrain.tasks`` entry-point group.
 """
 
@@ -18,6 +19,8 @@ from voltrain.tasks.base import (
     registered_tasks,
 )
 from voltrain.tasks.binary import BinaryTask, BinaryTaskConfig
+from voltrain.tasks.distances import DistancesTask, DistancesTaskConfig
+from voltrain.tasks.multiclass import MulticlassTask, MulticlassTaskConfig
 
 TaskConfigs = Annotated[SerializeAsAny[TaskConfig], BeforeValidator(TASKS.validate)]
 """Any registered task config, chosen by its ``type`` key (a pydantic field type)."""
@@ -28,6 +31,10 @@ __all__ = [
     "AffinitiesTaskConfig",
     "BinaryTask",
     "BinaryTaskConfig",
+    "DistancesTask",
+    "DistancesTaskConfig",
+    "MulticlassTask",
+    "MulticlassTaskConfig",
     "Task",
     "TaskConfig",
     "TaskConfigs",

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field, field_validator
 
 from voltrain.nodes.affinity_target import AffinityTarget
+from voltrain.tasks.balance import DEFAULT_BALANCE_CLIP, BalanceClip
 from voltrain.tasks.base import Task, TaskConfig, register_task, thresholded_counts, weighted_mean
 
 
@@ -23,6 +24,7 @@ class AffinitiesTaskConfig(TaskConfig):
         description="(z, y, x) voxel offsets, one affinity channel each",
     )
     balance_weights: bool = True
+    balance_clip: BalanceClip = DEFAULT_BALANCE_CLIP
     loss: Literal["bce", "mse"] = Field(
         "bce", description="bce: cross-entropy on logits; mse: squared error of the sigmoid"
     )
@@ -64,6 +66,7 @@ class AffinitiesTask(Task):
             weight_key,
             self.config.neighborhood,
             self.config.balance_weights,
+            self.config.balance_clip,
         )
 
     def loss(

@@ -64,9 +64,14 @@ class Task(ABC):
 
     Attributes:
         num_channels: channels of the target, and so of the network's output.
+        lower_is_better: names of ``metric``'s results where smaller is better (picked
+            with ``min`` as ``trainer.validation.metric``); the others are maximised.
+        value_range: the (low, high) of targets and activated predictions.
     """
 
     num_channels: int
+    lower_is_better: frozenset[str] = frozenset()
+    value_range: tuple[float, float] = (0.0, 1.0)
 
     @abstractmethod
     def target_node(
@@ -84,8 +89,16 @@ class Task(ABC):
     ) -> torch.Tensor:
         """Scalar loss: the per-voxel loss averaged with ``weight`` (see ``weighted_mean``)."""
 
+    def best_mode(self, validation) -> str:
+        """``min`` or ``max``: which ``validation.metric`` is best (``trainer.validation``);
+        ``validation.best`` if given, else ``min`` for the loss and ``lower_is_better``."""
+        name = validation.metric_key.removeprefix("validation_")
+        if validation.best is None and name in self.lower_is_better:
+            return "min"
+        return validation.best_mode
+
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
-        """Turn logits into predictions in [0, 1]."""
+        """Turn logits into predictions in ``value_range`` (sigmoid: [0, 1])."""
         return torch.sigmoid(logits)
 
     @abstractmethod

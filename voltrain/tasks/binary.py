@@ -8,6 +8,7 @@ import gunpowder as gp
 import torch
 
 from voltrain.nodes.binary_target import BinaryTarget
+from voltrain.tasks.balance import DEFAULT_BALANCE_CLIP, BalanceClip
 from voltrain.tasks.base import Task, TaskConfig, register_task, thresholded_counts, weighted_mean
 
 
@@ -17,6 +18,7 @@ class BinaryTaskConfig(TaskConfig):
 
     type: Literal["binary"] = "binary"
     balance_weights: bool = True
+    balance_clip: BalanceClip = DEFAULT_BALANCE_CLIP
 
     def build(self) -> BinaryTask:
         return BinaryTask(self)
@@ -36,7 +38,14 @@ class BinaryTask(Task):
         target_key: gp.ArrayKey,
         weight_key: gp.ArrayKey,
     ) -> gp.BatchFilter:
-        return BinaryTarget(gt_key, mask_key, target_key, weight_key, self.config.balance_weights)
+        return BinaryTarget(
+            gt_key,
+            mask_key,
+            target_key,
+            weight_key,
+            self.config.balance_weights,
+            self.config.balance_clip,
+        )
 
     def loss(
         self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
