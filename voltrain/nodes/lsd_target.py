@@ -1,0 +1,245 @@
+"""Local shape descriptor (LSD) training target from a label volume.
+
+After Sheridan et al. 2022 (Nature Methods, "Local shape descriptors for neuron
+segmentation"): each voxel of an object gets statistics of that object's voxels inside a
+gaussian window of ``sigma`` (world units) around it, ten channels in 3D, each in [0, 1]:
+
+- 0-2: mean offset (z, y, x) from the voxel to the object's voxels in the window,
+  ``offset / sigma * 0.5 + 0.5``;
+- 3-5: variance (zz, yy, xx) of their coordinates, ``variance / sigma**2``;
+- 6-8: Pearson coefficients (zy, zx, yx), ``pearson * 0.5 + 0.5``;
+- 9: the object's gaussian-weighted share of the window (1 deep inside a large object).
+
+Background (label 0) voxels are 0 in every channel. The statistics are gaussian filters of
+the object's indicator times its voxel coordinates and their products (scipy.ndimage,
+truncated at 3 sigma, zero beyond the labels given). Values are clipped into [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gunpowder as gp
+import numpy as np
+from funlib.geometry import Coordinate, Roi
+from scipy.ndimage import find_objects, gaussian_filter1d
+
+from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
+
+NUM_LSD_CHANNELS = 10
+TRUNCATE = 3.0  # gaussian windows end at 3 sigma, as in the paper's implementation
+# (z, y, x) axis pairs of the second moments: the variances, then the Pearson pairs
+MOMENT_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+MIN_VARIANCE = 1e-3  # world units²; keeps the Pearson coefficient of a flat object finite
+
+
+def lsd_context(sigma: Sequence[float], voxel_size: Coordinate, downsample: int) -> Coordinate:
+    """Voxels of labels needed on each side of an output region for exact descriptors."""
+    return Coordinate(
+        math.ceil(TRUNCATE * s / v) + downsample for s, v in zip(sigma, voxel_size, strict=True)
+    )
+
+
+def local_shape_descriptors(
+    labels: np.ndarray,
+    voxel_size: Sequence[float],
+    sigma: Sequence[float],
+    output: tuple[slice, slice, slice] | None = None,
+    downsample: int = 1,
+) -> np.ndarray:
+    """The (10, z, y, x) float32 descriptors of ``labels`` on its ``output`` region.
+
+    Args:
+        labels: integer (z, y, x) labels, 0 = background; the region around ``output``
+            is the context the windows see (nothing is assumed beyond it).
+        voxel_size: world units per voxel, (z, y, x).
+        sigma: the gaussian window's standard deviation per axis, world units.
+        output: the voxels to describe (default: all of ``labels``).
+        downsample: filter on every ``downsample``-th voxel per axis (the paper's speed-up;
+            the window's statistics are then sampled on that coarser grid).
+    """
+    output = output or tuple(slice(0, size) for size in labels.shape)
+    begin = np.array([s.start for s in output])
+    out_labels = labels[output]
+    descriptors = np.zeros((NUM_LSD_CHANNELS, *out_labels.shape), dtype=np.float32)
+    coarse = labels[::downsample, ::downsample, ::downsample]
+    coarse_size = np.asarray(voxel_size, dtype=np.float64) * downsample
+    coarse_sigma = np.asarray(sigma, dtype=np.float64) / coarse_size
+    radius = np.array([int(TRUNCATE * s + 0.5) for s in coarse_sigma])
+    ids, inverse = np.unique(out_labels, return_inverse=True)
+    boxes = find_objects(inverse.reshape(out_labels.shape) + 1)
+    for label, box in zip(ids, boxes, strict=True):
+        if label == 0 or box is None:
+            continue
+        low = np.array([s.start for s in box]) + begin  # object's box in ``labels`` voxels
+        high = np.array([s.stop for s in box]) + begin
+        stats = _object_statistics(
+            coarse, label, low, high, coarse_size, coarse_sigma, radius, downsample
+        )
+        inside = out_labels[box] == label
+        mean = stats[1:4]
+        coordinates = np.meshgrid(
+            *(np.arange(lo, hi) * v for lo, hi, v in zip(low, high, voxel_size, strict=True)),
+            indexing="ij",
+        )
+        values = descriptors[(slice(None), *box)]
+        for axis in range(3):
+            offset = (mean[axis] - coordinates[axis]) / sigma[axis] * 0.5 + 0.5
+            values[axis][inside] = offset[inside]
+        values[3:9][:, inside] = _normalised_moments(stats, sigma)[:, inside]
+        values[9][inside] = stats[0][inside]
+    return np.clip(descriptors, 0.0, 1.0, out=descriptors)
+
+
+def _object_statistics(
+    coarse: np.ndarray,
+    label: int,
+    low: np.ndarray,
+    high: np.ndarray,
+    coarse_size: np.ndarray,
+    coarse_sigma: np.ndarray,
+    radius: np.ndarray,
+    downsample: int,
+) -> np.ndarray:
+    """Window mass, mean position (3) and raw second moments (6) of one object on the
+    full-resolution box [low, high), each (10, *box shape), positions in world units."""
+    coarse_low = low // downsample
+    coarse_high = (high - 1) // downsample + 1
+    start = np.maximum(coarse_low - radius, 0)
+    stop = np.minimum(coarse_high + radius, coarse.shape)
+    crop = tuple(slice(a, b) for a, b in zip(start, stop, strict=True))
+    indicator = (coarse[crop] == label).astype(np.float32)
+    # positions relative to the crop's first voxel keep float32 products precise
+    axes = [
+        np.arange(n, dtype=np.float32) * np.float32(v)
+        for n, v in zip(indicator.shape, coarse_size, strict=True)
+    ]
+    grid = np.meshgrid(*axes, indexing="ij", sparse=True)
+    moments = np.empty((10, *indicator.shape), dtype=np.float32)
+    moments[0] = indicator
+    for axis in range(3):
+        moments[1 + axis] = indicator * grid[axis]
+    for channel, (a, b) in enumerate(MOMENT_PAIRS):
+        moments[4 + channel] = indicator * grid[a] * grid[b]
+    for axis in range(3):
+        moments = gaussian_filter1d(
+            moments, coarse_sigma[axis], axis=axis + 1, mode="constant", truncate=TRUNCATE
+        )
+        keep = slice(coarse_low[axis] - start[axis], coarse_high[axis] - start[axis])
+        moments = moments[(slice(None),) * (axis + 1) + (keep,)]
+    moments[1:] /= np.maximum(moments[0], 1e-6)
+    for channel, (a, b) in enumerate(MOMENT_PAIRS):
+        moments[4 + channel] -= moments[1 + a] * moments[1 + b]  # raw moment → covariance
+    moments[1:4] += (start * coarse_size).astype(np.float32)[:, None, None, None]
+    # back to full resolution: each voxel takes its coarse voxel's statistics
+    for axis in range(3):
+        moments = np.repeat(moments, downsample, axis=axis + 1)
+        first = low[axis] - coarse_low[axis] * downsample
+        keep = slice(first, first + high[axis] - low[axis])
+        moments = moments[(slice(None),) * (axis + 1) + (keep,)]
+    return moments
+
+
+def _normalised_moments(stats: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
+    """Variances over sigma² and Pearson coefficients mapped to [0, 1], (6, ...)."""
+    covariance = stats[4:10]
+    variance = np.maximum(covariance[:3], MIN_VARIANCE)
+    result = np.empty_like(covariance)
+    for axis in range(3):
+        result[axis] = covariance[axis] / np.float32(sigma[axis] ** 2)
+    for channel, (a, b) in enumerate(MOMENT_PAIRS[3:]):
+        pearson = covariance[3 + channel] / np.sqrt(variance[a] * variance[b])
+        result[3 + channel] = pearson * 0.5 + 0.5
+    return result
+
+
+class LsdTarget(gp.BatchFilter):
+    """Add local shape descriptors and their loss weight, both float32 (10, z, y, x).
+
+    The labels are requested larger than the output by the windows' reach (3 sigma, plus
+    ``downsample`` voxels), so that descriptors on the output border see their objects'
+    voxels beyond it. Where that context leaves the labels' ROI (a sample at the edge of
+    the volume), the windows see nothing beyond the ROI, as an object cut by the volume's
+    edge is.
+
+    The weight of a voxel is the mask there (1 = labels trusted); background voxels
+    (label 0) get weight 0 unless ``background_weight`` is set, then they are taught
+    all-zero descriptors. Labels under the mask's zeros still shape their neighbours'
+    windows as they are given.
+
+    Args:
+        gt: integer labels, 0 = background.
+        mask: 0/1 array of trusted voxels, on the labels' voxel grid; None trusts all.
+        target: the array to create, 10 channels.
+        weight: the array to create, the per-voxel loss weight (same in every channel).
+        sigma: the gaussian window's standard deviation per axis (z, y, x), world units.
+        downsample: compute on every ``downsample``-th voxel per axis (see
+            ``local_shape_descriptors``).
+        background_weight: train background voxels (to zero descriptors) too.
+    """
+
+    def __init__(
+        self,
+        gt: gp.ArrayKey,
+        mask: gp.ArrayKey | None,
+        target: gp.ArrayKey,
+        weight: gp.ArrayKey,
+        sigma: Sequence[float],
+        downsample: int = 1,
+        background_weight: bool = False,
+    ):
+        if len(sigma) != 3 or min(sigma) <= 0 or downsample < 1:
+            raise ValueError(f"expected 3 positive sigmas and downsample >= 1, got {sigma}")
+        self.gt = gt
+        self.mask = mask
+        self.target = target
+        self.weight = weight
+        self.sigma = tuple(float(s) for s in sigma)
+        self.downsample = int(downsample)
+        self.background_weight = background_weight
+
+    def setup(self) -> None:
+        if self.mask is not None:
+            check_same_voxel_size(self, self.gt, self.mask)
+        spec = self.spec[self.gt].copy()
+        spec.dtype = np.float32
+        spec.interpolatable = False
+        self.provides(self.target, spec)
+        self.provides(self.weight, spec.copy())
+        self.enable_autoskip()
+
+    def _labels_roi(self, roi: Roi) -> Roi:
+        voxel_size = self.spec[self.gt].voxel_size
+        context = lsd_context(self.sigma, voxel_size, self.downsample) * voxel_size
+        grown = roi.grow(context, context)
+        available = self.spec[self.gt].roi
+        return grown if available is None else grown.intersect(available)
+
+    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
+        roi = requested_output_roi(request, (self.target, self.weight))
+        deps = gp.BatchRequest()
+        deps[self.gt] = gp.ArraySpec(roi=self._labels_roi(roi))
+        if self.mask is not None:
+            deps[self.mask] = gp.ArraySpec(roi=roi)
+        return deps
+
+    def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
+        gt = batch[self.gt]
+        voxel_size = gt.spec.voxel_size
+        roi = requested_output_roi(request, (self.target, self.weight))
+        begin = (roi.begin - gt.spec.roi.begin) / voxel_size
+        output = tuple(slice(b, b + s) for b, s in zip(begin, roi.shape / voxel_size, strict=True))
+        target = local_shape_descriptors(gt.data, voxel_size, self.sigma, output, self.downsample)
+        trusted = np.ones(target.shape[1:], dtype=bool)
+        if self.mask is not None:
+            trusted = batch[self.mask].crop(roi).data > 0
+        if not self.background_weight:
+            trusted = trusted & (gt.data[output] != 0)
+        weight = np.broadcast_to(trusted.astype(np.float32), target.shape).copy()
+        outputs = gp.Batch()
+        for key, data in ((self.target, target), (self.weight, weight)):
+            spec = self.spec[key].copy()
+            spec.roi = roi
+            outputs[key] = gp.Array(data, spec)
+        return outputs
