@@ -24,6 +24,11 @@ class TaskConfig(StrictModel):
         """Return the runtime task described by this config."""
         raise NotImplementedError(f"task type '{self.type}' does not implement build()")
 
+    def affinity_channels(self) -> list[int]:
+        """The output channels that hold affinities, one per ``neighborhood`` offset in
+        order; empty when the task predicts none. Segmentation reads only these."""
+        return []
+
 
 def weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """sum(weight * values) / sum(weight), and 0 (not NaN) where all weights are 0."""
@@ -47,7 +52,8 @@ class Task(ABC):
         target_key: gp.ArrayKey,
         weight_key: gp.ArrayKey,
     ) -> gp.BatchFilter:
-        """The node adding float32 ``target`` and ``weight`` (channels, z, y, x) arrays."""
+        """The node (or chain of nodes) adding float32 ``target`` and ``weight``
+        (channels, z, y, x) arrays."""
 
     @abstractmethod
     def loss(
