@@ -78,14 +78,9 @@ def local_shape_descriptors(
             coarse, label, low, high, coarse_size, coarse_sigma, radius, downsample
         )
         inside = out_labels[box] == label
-        mean = stats[1:4]
-        coordinates = np.meshgrid(
-            *(np.arange(lo, hi) * v for lo, hi, v in zip(low, high, voxel_size, strict=True)),
-            indexing="ij",
-        )
         values = descriptors[(slice(None), *box)]
         for axis in range(3):
-            offset = (mean[axis] - coordinates[axis]) / sigma[axis] * 0.5 + 0.5
+            offset = stats[1 + axis] / np.float32(sigma[axis]) * 0.5 + 0.5
             values[axis][inside] = offset[inside]
         values[3:9][:, inside] = _normalised_moments(stats, sigma)[:, inside]
         values[9][inside] = stats[0][inside]
@@ -102,8 +97,11 @@ def _object_statistics(
     radius: np.ndarray,
     downsample: int,
 ) -> np.ndarray:
-    """Window mass, mean position (3) and raw second moments (6) of one object on the
-    full-resolution box [low, high), each (10, *box shape), positions in world units."""
+    """Window mass, mean offset (3) and covariance (6) of one object on the
+    full-resolution box [low, high), each (10, *box shape), in world units.
+
+    With downsampling each voxel takes its coarse voxel's statistics, the offset included
+    (measured from the coarse voxel, so that it is 0 inside a large object)."""
     coarse_low = low // downsample
     coarse_high = (high - 1) // downsample + 1
     start = np.maximum(coarse_low - radius, 0)
@@ -131,7 +129,9 @@ def _object_statistics(
     moments[1:] /= np.maximum(moments[0], 1e-6)
     for channel, (a, b) in enumerate(MOMENT_PAIRS):
         moments[4 + channel] -= moments[1 + a] * moments[1 + b]  # raw moment → covariance
-    moments[1:4] += (start * coarse_size).astype(np.float32)[:, None, None, None]
+    for axis in range(3):  # mean position → offset from each coarse voxel
+        kept = axes[axis][coarse_low[axis] - start[axis] : coarse_high[axis] - start[axis]]
+        moments[1 + axis] -= kept.reshape([-1 if a == axis else 1 for a in range(3)])
     # back to full resolution: each voxel takes its coarse voxel's statistics
     for axis in range(3):
         moments = np.repeat(moments, downsample, axis=axis + 1)
