@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate, Roi
-from scipy.ndimage import find_objects, gaussian_filter1d
+from scipy.ndimage import find_objects
 
 from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
 
@@ -113,19 +113,8 @@ def _object_statistics(
         np.arange(n, dtype=np.float32) * np.float32(v)
         for n, v in zip(indicator.shape, coarse_size, strict=True)
     ]
-    grid = np.meshgrid(*axes, indexing="ij", sparse=True)
-    moments = np.empty((10, *indicator.shape), dtype=np.float32)
-    moments[0] = indicator
-    for axis in range(3):
-        moments[1 + axis] = indicator * grid[axis]
-    for channel, (a, b) in enumerate(MOMENT_PAIRS):
-        moments[4 + channel] = indicator * grid[a] * grid[b]
-    for axis in range(3):
-        moments = gaussian_filter1d(
-            moments, coarse_sigma[axis], axis=axis + 1, mode="constant", truncate=TRUNCATE
-        )
-        keep = slice(coarse_low[axis] - start[axis], coarse_high[axis] - start[axis])
-        moments = moments[(slice(None),) * (axis + 1) + (keep,)]
+    keeps = [slice(a - s, b - s) for a, b, s in zip(coarse_low, coarse_high, start, strict=True)]
+    moments = _filtered_moments(indicator, axes, coarse_sigma, keeps)
     moments[1:] /= np.maximum(moments[0], 1e-6)
     for channel, (a, b) in enumerate(MOMENT_PAIRS):
         moments[4 + channel] -= moments[1 + a] * moments[1 + b]  # raw moment → covariance
@@ -139,6 +128,60 @@ def _object_statistics(
         keep = slice(first, first + high[axis] - low[axis])
         moments = moments[(slice(None),) * (axis + 1) + (keep,)]
     return moments
+
+
+def _filtered_moments(
+    indicator: np.ndarray,
+    axes: Sequence[np.ndarray],
+    sigma: Sequence[float],
+    keeps: Sequence[slice],
+) -> np.ndarray:
+    """Gaussian-filtered mass, first (z, y, x) and second (zz, yy, xx, zy, zx, yx) moments
+    of ``indicator``, (10, *kept box).
+
+    A coordinate is constant along the other axes, so a pass along one axis filters only
+    the products that change along it: 3 arrays along z, 6 along y, 10 along x, each on
+    the box the earlier passes kept (a third of the work of filtering all 10 everywhere).
+    """
+
+    def along(axis: int) -> np.ndarray:
+        return axes[axis].reshape([-1 if a == axis + 1 else 1 for a in range(4)])
+
+    z, y, x = along(0), along(1), along(2)
+    m = indicator[np.newaxis]
+    by_z = _smooth(np.concatenate([m, m * z, m * z * z]), sigma[0], 1, keeps[0])
+    a0, az, azz = by_z[:1], by_z[1:2], by_z[2:3]
+    stack = [a0, a0 * y, a0 * y * y, az, az * y, azz]
+    by_y = _smooth(np.concatenate(stack), sigma[1], 2, keeps[1])
+    b0, by, byy, bz, bzy, bzz = (by_y[i : i + 1] for i in range(6))
+    stack = [b0, b0 * x, b0 * x * x, by, by * x, byy, bz, bz * x, bzy, bzz]
+    by_x = _smooth(np.concatenate(stack), sigma[2], 3, keeps[2])
+    # mass, z, y, x, zz, yy, xx, zy, zx, yx (the order of MOMENT_PAIRS)
+    return by_x[[0, 6, 3, 1, 9, 5, 2, 8, 7, 4]]
+
+
+def _smooth(stack: np.ndarray, sigma: float, axis: int, keep: slice) -> np.ndarray:
+    """``stack`` filtered along ``axis`` by a gaussian truncated at 3 sigma, zeros beyond
+    its ends, at the positions ``keep`` only (scipy.ndimage's kernel, mode constant)."""
+    radius = int(TRUNCATE * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = (taps / taps.sum()).astype(np.float32)
+    size = stack.shape[axis]
+    index = [slice(None)] * stack.ndim
+    index[axis] = slice(max(keep.start - radius, 0), min(keep.stop + radius, size))
+    source = stack[tuple(index)]
+    padding = [(0, 0)] * stack.ndim
+    padding[axis] = (max(radius - keep.start, 0), max(keep.stop + radius - size, 0))
+    if any(padding[axis]):
+        source = np.pad(source, padding)
+    length = keep.stop - keep.start
+    index[axis] = slice(0, length)
+    result = source[tuple(index)] * taps[0]
+    term = np.empty_like(result)
+    for offset in range(1, len(taps)):
+        index[axis] = slice(offset, offset + length)
+        result += np.multiply(source[tuple(index)], taps[offset], out=term)
+    return result
 
 
 def _normalised_moments(stats: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
