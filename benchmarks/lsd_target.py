@@ -52,7 +52,7 @@ def compare_with_lsds(labels, rois, sigma, downsample) -> str:
     from lsd.train.local_shape_descriptor import get_local_shape_descriptors
 
     # lsds needs the output's offset in the region to be a multiple of the downsampling
-    context = lsd_context([sigma] * 3, VOXEL_SIZE, downsample)
+    context = lsd_context([sigma] * 3, VOXEL_SIZE, (downsample,) * 3)
     context = Coordinate(-(-c // downsample) * downsample for c in context)
     errors = []
     for roi in rois:
@@ -90,7 +90,9 @@ def main() -> None:
     rng = np.random.default_rng(0)
     # regions whose windows stay inside the volume, so that lsds sees the same context
     margin = max(
-        max(lsd_context([s] * 3, VOXEL_SIZE, d)) + d for s in args.sigma for d in args.downsample
+        max(lsd_context([s] * 3, VOXEL_SIZE, (d,) * 3)) + d
+        for s in args.sigma
+        for d in args.downsample
     )
     rois = [
         Roi(

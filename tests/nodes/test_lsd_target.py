@@ -10,7 +10,7 @@ import pytest
 from funlib.geometry import Coordinate, Roi
 from funlib.persistence import Array
 
-from voltrain.nodes.lsd_target import LsdTarget, local_shape_descriptors
+from voltrain.nodes.lsd_target import LsdTarget, auto_downsample, local_shape_descriptors
 
 GT, MASK, TARGET, WEIGHT = (gp.ArrayKey(n) for n in ("LSD_GT", "LSD_MASK", "LSD_T", "LSD_W"))
 VOXEL_SIZE = Coordinate((20, 8, 8))  # anisotropic, as serial-section EM
@@ -176,3 +176,22 @@ def test_at_the_volume_edge_the_window_sees_nothing_beyond_it():
     assert np.all(target.data[:3, 0, 0, 0] > 0.6)
     assert target.data[9, 0, 0, 0] < 0.2
     assert target.data[9, 7, 14, 14] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_auto_downsampling_halves_only_the_axes_sigma_spans_widely():
+    assert auto_downsample((80, 80, 80), (40, 8, 8)) == Coordinate((1, 2, 2))
+    assert auto_downsample((40, 24, 24), (8, 8, 8)) == Coordinate((2, 1, 1))
+    labels = objects()
+    sigma = (40.0, 48.0, 48.0)  # 2 voxels in z, 6 in y and x
+    node = LsdTarget(GT, None, TARGET, WEIGHT, sigma, downsample=None)
+    source = gp.ArraySource(GT, Array(labels, (0, 0, 0), VOXEL_SIZE), interpolatable=False)
+    pipeline = source + node
+    roi = Roi((0, 0, 0), Coordinate(labels.shape) * VOXEL_SIZE)
+    request = gp.BatchRequest()
+    request[TARGET] = gp.ArraySpec(roi=roi)
+    with gp.build(pipeline):
+        target = pipeline.request_batch(request)[TARGET].data
+    expected = local_shape_descriptors(labels, VOXEL_SIZE, sigma, downsample=(1, 2, 2))
+    np.testing.assert_array_equal(target, expected)
+    exact = local_shape_descriptors(labels, VOXEL_SIZE, sigma)
+    assert np.abs(target - exact)[:, labels != 0].mean() < 0.03

@@ -20,8 +20,10 @@ class LsdOptions(StrictModel):
     sigma: float | list[float] = Field(
         description="gaussian window's standard deviation, world units: one value or (z, y, x)"
     )
-    downsample: int = Field(
-        1, ge=1, le=8, description="compute on every n-th voxel per axis (faster, coarser)"
+    downsample: int | Literal["auto"] = Field(
+        "auto",
+        description="compute on every n-th voxel per axis (faster, coarser); auto: 2 on "
+        "axes where sigma spans 5 voxels or more, else 1",
     )
     background_weight: bool = Field(
         False, description="also train background (label 0) voxels, to all-zero descriptors"
@@ -37,6 +39,13 @@ class LsdOptions(StrictModel):
             raise ValueError(f"must be positive world units, got {sigma}")
         return [float(v) for v in values]
 
+    @field_validator("downsample")
+    @classmethod
+    def _check_downsample(cls, downsample: int | str) -> int | str:
+        if downsample != "auto" and not 1 <= downsample <= 8:
+            raise ValueError(f"expected 'auto' or 1 to 8, got {downsample}")
+        return downsample
+
     def lsd_node(
         self,
         gt_key: gp.ArrayKey,
@@ -51,7 +60,7 @@ class LsdOptions(StrictModel):
             target_key,
             weight_key,
             self.sigma,
-            self.downsample,
+            None if self.downsample == "auto" else self.downsample,
             self.background_weight,
         )
 
