@@ -145,3 +145,9 @@ def test_multitask_target_is_the_affinities_then_the_descriptors():
     np.testing.assert_array_equal(target.data[4:], parts[keys["LT"]].data)
     np.testing.assert_array_equal(weight.data[4:], parts[keys["LW"]].data)
     assert target.data[4:].any() and weight.data[4:].any()
+
+
+def test_the_best_checkpoint_keeps_the_lowest_lsd_error(tmp_path):
+    raw = experiment_dict(tmp_path, validation={"metric": "lsd_mse"})
+    raw["task"] = {"type": "affinities+lsd", "sigma": 40}
+    assert parse_config(raw).trainer.validation.best_mode == "min"
