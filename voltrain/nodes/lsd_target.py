@@ -11,8 +11,10 @@ gaussian window of ``sigma`` (world units) around it, ten channels in 3D, each i
 - 9: the object's gaussian-weighted share of the window (1 deep inside a large object).
 
 Background (label 0) voxels are 0 in every channel. The statistics are gaussian filters of
-the object's indicator times its voxel coordinates and their products (scipy.ndimage,
-truncated at 3 sigma, zero beyond the labels given). Values are clipped into [0, 1].
+the object's indicator times its voxel coordinates and their products (scipy.ndimage's
+kernel, truncated at 3 sigma, zero beyond the labels given), computed per object on the
+box around its voxels only. Values are clipped into [0, 1]. They agree with the ``lsds``
+package (the paper's code) to 1e-4; ``benchmarks/lsd_target.py --lsds`` compares them.
 """
 
 from __future__ import annotations
@@ -32,8 +34,6 @@ TRUNCATE = 3.0  # gaussian windows end at 3 sigma, as in the paper's implementat
 # (z, y, x) axis pairs of the second moments: the variances, then the Pearson pairs
 MOMENT_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
 MIN_VARIANCE = 1e-3  # world units²; keeps the Pearson coefficient of a flat object finite
-
-
 AUTO_DOWNSAMPLE_VOXELS = 5  # sigma in voxels from which ``auto`` halves an axis
 
 
@@ -41,7 +41,8 @@ def auto_downsample(sigma: Sequence[float], voxel_size: Sequence[int]) -> Coordi
     """Per axis, 2 where sigma spans at least 5 voxels, else 1.
 
     On synthetic cells at 8 nm, halving a 40 nm (80 nm) sigma's axes changes the
-    descriptors by 0.016 (0.009) on average and makes the target 3 (20) times cheaper.
+    descriptors by 0.016 (0.009) on average and makes the target about 4 (13) times
+    cheaper (``benchmarks/lsd_target.py``).
     """
     return Coordinate(
         2 if s >= AUTO_DOWNSAMPLE_VOXELS * v else 1 for s, v in zip(sigma, voxel_size, strict=True)
@@ -73,9 +74,8 @@ def local_shape_descriptors(
         voxel_size: world units per voxel, (z, y, x).
         sigma: the gaussian window's standard deviation per axis, world units.
         output: the voxels to describe (default: all of ``labels``).
-        downsample: filter on every ``downsample``-th voxel (one value, or per axis: the
-            paper's speed-up;
-            the window's statistics are then sampled on that coarser grid).
+        downsample: filter on every ``downsample``-th voxel, one value or per axis (the
+            paper's speed-up): each voxel takes the statistics of its coarse voxel.
     """
     output = output or tuple(slice(0, size) for size in labels.shape)
     begin = np.array([s.start for s in output])
