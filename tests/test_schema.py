@@ -95,7 +95,14 @@ def test_schema_structure_covers_every_section_and_union_member():
     assert schema["properties"]["data"]["$ref"] == "#/$defs/DataConfig"
     tasks = schema["properties"]["task"]["discriminator"]["mapping"]
     trainers = schema["properties"]["trainer"]["discriminator"]["mapping"]
-    assert set(tasks) == {"affinities", "binary", "distances", "multiclass"}
+    assert set(tasks) == {
+        "affinities",
+        "binary",
+        "distances",
+        "multiclass",
+        "lsd",
+        "affinities+lsd",
+    }
     assert set(trainers) == {"gunpowder", "dummy"}
     for ref in tasks.values():
         assert "type" in definitions[ref.rsplit("/", 1)[1]]["required"]

@@ -218,7 +218,7 @@ class TrainingRun:
         # The task's metric names: ask it for its metrics of one voxel.
         one = torch.zeros(1, self.task.num_channels, 1, 1, 1)
         names = ["loss", *self.task.metric(one, one, torch.ones_like(one))]
-        if validation.mode == "blockwise" and self.config.task.type == "affinities":
+        if validation.mode == "blockwise" and self.config.task.affinity_channels():
             names += ["voi", "voi_split", "voi_merge", "arand"]
         if validation.metric_key.removeprefix("validation_") not in names:
             raise ConfigError(

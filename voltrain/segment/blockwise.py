@@ -155,6 +155,8 @@ def segment(
         mask,
         thresholds,
         block_shape,
+        channels=config.task.affinity_channels(),
+        num_channels=config.task.build().num_channels,
     )
     return segment_blockwise(spec, options, overwrite)
 
@@ -163,10 +165,9 @@ def experiment_neighborhood(config, config_path) -> list[list[int]]:
     """The affinity offsets of an experiment, or a ``ConfigError`` if it has none."""
     from voltrain.errors import ConfigError
 
-    neighborhood = getattr(config.task, "neighborhood", None)
-    if neighborhood is None:
+    if not config.task.affinity_channels():
         raise ConfigError(
             f"{config_path}: task.type is {config.task.type!r}; segmentation needs an "
             "affinities task (task.neighborhood)"
         )
-    return neighborhood
+    return config.task.neighborhood

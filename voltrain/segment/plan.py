@@ -21,8 +21,18 @@ from voltrain.segment.config import SegmentConfig, check_thresholds
 from voltrain.segment.spec import SegmentSpec
 
 
-def open_affinities(path: str, neighborhood: Sequence[Sequence[int]], key: str = "--input"):
-    """Open (C, z, y, x) affinities whose channels fit the neighbourhood, or raise."""
+def open_affinities(
+    path: str,
+    neighborhood: Sequence[Sequence[int]],
+    key: str = "--input",
+    channels: Sequence[int] | None = None,
+    num_channels: int | None = None,
+):
+    """Open (C, z, y, x) affinities whose channels fit the neighbourhood, or raise.
+
+    A multitask's prediction has more channels: ``num_channels`` of them, of which
+    ``channels`` hold the affinities. None: every channel is an affinity.
+    """
     if not Path(path).exists():
         raise DataError(f"{key} '{path}': no such array")
     array = open_source(path, f"{key} '{path}'")
@@ -31,7 +41,13 @@ def open_affinities(path: str, neighborhood: Sequence[Sequence[int]], key: str =
             f"{key} '{path}': expected (channels, z, y, x) affinities with a 3D voxel size, "
             f"got shape {array.shape}"
         )
-    if array.shape[0] != len(neighborhood):
+    if channels is not None:
+        if array.shape[0] != num_channels:
+            raise DataError(
+                f"{key} '{path}': {array.shape[0]} channels, but the task predicts "
+                f"{num_channels} (affinities in channels {min(channels)}-{max(channels)})"
+            )
+    elif array.shape[0] != len(neighborhood):
         raise DataError(
             f"{key} '{path}': {array.shape[0]} affinity channels, but task.neighborhood has "
             f"{len(neighborhood)} offsets"
@@ -68,8 +84,16 @@ def plan_segmentation(
     mask_path: str | None = None,
     thresholds: Sequence[float] | None = None,
     block_shape: Sequence[int] | None = None,
+    channels: Sequence[int] | None = None,
+    num_channels: int | None = None,
 ) -> SegmentSpec:
-    """Check the affinities, mask, output path and settings; return the job's spec."""
+    """Check the affinities, mask, output path and settings; return the job's spec.
+
+    ``channels``: which of the input's ``num_channels`` channels are the affinities
+    (default: the input holds affinities only).
+    """
+    if channels is not None and len(channels) == num_channels:
+        channels = None  # a plain affinities prediction
     updates = {}
     if thresholds is not None:
         try:
@@ -82,7 +106,7 @@ def plan_segmentation(
         updates["block_shape"] = list(block_shape)
     settings = settings.model_copy(update=updates)
     input_path = str(Path(input_path).resolve())
-    affinities = open_affinities(input_path, neighborhood)
+    affinities = open_affinities(input_path, neighborhood, "--input", channels, num_channels)
     roi = affinities.roi
     mask_path = str(Path(mask_path).resolve()) if mask_path else None
     if mask_path:
@@ -102,6 +126,7 @@ def plan_segmentation(
         mask_offset=list(mask.roi.offset) if mask_path else None,
         output=output_path,
         neighborhood=[list(map(int, offset)) for offset in neighborhood],
+        channels=None if channels is None else [int(c) for c in channels],
         voxel_size=list(affinities.voxel_size),
         roi_offset=list(roi.offset),
         roi_shape=list(roi.shape),

@@ -23,6 +23,9 @@ class SegmentSpec(StrictModel):
     mask_offset: list[int] | None = Field(None, min_length=3, max_length=3)
     output: str
     neighborhood: list[list[int]]
+    channels: list[int] | None = Field(
+        None, description="the input's channels holding the affinities; None: all"
+    )
     voxel_size: list[int] = Field(min_length=3, max_length=3)
     roi_offset: list[int] = Field(min_length=3, max_length=3)
     roi_shape: list[int] = Field(min_length=3, max_length=3)
@@ -57,7 +60,12 @@ class SegmentSpec(StrictModel):
         """What makes two fragment graphs the same; the thresholds may change on a rerun."""
         settings = self.settings.model_dump(mode="json", exclude={"thresholds"})
         text = json.dumps(
-            {"neighborhood": self.neighborhood, "settings": settings, "scale": self.affinity_scale},
+            {
+                "neighborhood": self.neighborhood,
+                "channels": self.channels,
+                "settings": settings,
+                "scale": self.affinity_scale,
+            },
             sort_keys=True,
         )
         return {

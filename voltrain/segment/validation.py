@@ -48,6 +48,8 @@ class SegmentationScorer:
         thresholds: the merge thresholds to sweep.
         metric: ``voi`` or ``arand``: which picks the best threshold.
         settings: fragment and scoring settings (the experiment's ``segment:``).
+        channels: the prediction's channels holding the affinities (the task's
+            ``affinity_channels()``); None: all of them.
     """
 
     def __init__(
@@ -56,7 +58,9 @@ class SegmentationScorer:
         thresholds: Sequence[float],
         metric: str = "voi",
         settings: SegmentConfig | None = None,
+        channels: Sequence[int] | None = None,
     ):
+        self.channels = None if channels is None else list(channels)
         self.neighborhood = [list(offset) for offset in neighborhood]
         self.thresholds = sorted(float(t) for t in thresholds)
         self.metric = "arand" if metric.endswith("arand") else "voi"
@@ -66,11 +70,12 @@ class SegmentationScorer:
     def score(self, volumes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> dict:
         """``validation_voi`` ... at the best threshold, and ``validation_threshold``.
 
-        ``volumes``: (affinities, gt, mask or None, voxel size) of each validation volume.
+        ``volumes``: (prediction, gt, mask or None, voxel size) of each validation volume.
         """
         totals = {t: dict.fromkeys(SEGMENTATION_METRICS, 0.0) for t in self.thresholds}
         voxels = 0
-        for affinities, gt, mask, voxel_size in volumes:
+        for prediction, gt, mask, voxel_size in volumes:
+            affinities = prediction if self.channels is None else prediction[self.channels]
             segmentations = segment_array(
                 affinities, self.neighborhood, self.thresholds, mask, self.settings, voxel_size
             )

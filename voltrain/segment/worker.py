@@ -64,7 +64,10 @@ class StageBlocks:
         return write_roi.intersect(self.spec.roi)
 
     def _read_affinities(self, roi: Roi) -> np.ndarray:
-        data = self.affinities.read(roi).astype(np.float32)
+        data = self.affinities.read(roi)
+        if self.spec.channels is not None:  # a multitask's prediction: its affinity channels
+            data = data[self.spec.channels]
+        data = data.astype(np.float32)
         return data * np.float32(self.spec.affinity_scale)
 
     def fragments(self, write_roi: Roi) -> None:

@@ -44,6 +44,9 @@ class AffinitiesTaskConfig(TaskConfig):
     def build(self) -> AffinitiesTask:
         return AffinitiesTask(self)
 
+    def affinity_channels(self) -> list[int]:
+        return list(range(len(self.neighborhood)))
+
 
 class AffinitiesTask(Task):
     """Runtime twin of ``AffinitiesTaskConfig``."""

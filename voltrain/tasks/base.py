@@ -33,6 +33,11 @@ class TaskConfig(StrictModel):
         """Return the runtime task described by this config."""
         raise NotImplementedError(f"task type '{self.type}' does not implement build()")
 
+    def affinity_channels(self) -> list[int]:
+        """The output channels that hold affinities, one per ``neighborhood`` offset in
+        order; empty when the task predicts none. Segmentation reads only these."""
+        return []
+
 
 TASKS: Registry[TaskConfig] = Registry("task", TaskConfig, "voltrain.tasks")
 """The task types by name; ``register_task`` adds to it."""
@@ -81,7 +86,8 @@ class Task(ABC):
         target_key: gp.ArrayKey,
         weight_key: gp.ArrayKey,
     ) -> gp.BatchFilter:
-        """The node adding float32 ``target`` and ``weight`` (channels, z, y, x) arrays."""
+        """The node (or chain of nodes) adding float32 ``target`` and ``weight``
+        (channels, z, y, x) arrays."""
 
     @abstractmethod
     def loss(

@@ -40,8 +40,9 @@ class ValidationConfig(StrictModel):
             With ``mode: blockwise`` and an affinities task, also ``voi`` or ``arand``
             (and ``voi_split``, ``voi_merge``): the predictions are segmented at every
             threshold of ``thresholds`` and the best threshold's scores reported.
-        best: whether ``min`` or ``max`` of ``metric`` is best (default: min for the loss
-            and the segmentation scores, max for the task's metrics).
+        best: whether ``min`` or ``max`` of ``metric`` is best (default: min for the loss,
+            errors (``*_mse``) and the segmentation scores, max for the task's other
+            metrics).
         thresholds: merge thresholds swept when segmenting for ``voi`` or ``arand``.
     """
 
@@ -73,7 +74,8 @@ class ValidationConfig(StrictModel):
     def best_mode(self) -> Literal["min", "max"]:
         if self.best is not None:
             return self.best
-        return "min" if self.metric_key == "validation_loss" or self.by_segmentation else "max"
+        lower_is_better = self.metric_key == "validation_loss" or self.metric_key.endswith("_mse")
+        return "min" if lower_is_better or self.by_segmentation else "max"
 
 
 class TrainerConfig(StrictModel):

@@ -251,7 +251,11 @@ class GunpowderTrainer(Trainer):
         from voltrain.segment.validation import SegmentationScorer
 
         return SegmentationScorer(
-            task.neighborhood, validation.thresholds, validation.metric, self.segment
+            task.neighborhood,
+            validation.thresholds,
+            validation.metric,
+            self.segment,
+            channels=task.affinity_channels(),
         )
 
     def __enter__(self) -> GunpowderTrainer:
