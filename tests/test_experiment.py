@@ -84,7 +84,7 @@ def test_every_mistake_is_reported_at_once_with_its_full_key(volume, write_confi
     expected = [
         r"data\.train\[0\]\.weight: expected greater than 0, got -1$",
         r"model\.num_fmaps: expected a valid integer.*, got 'many'$",
-        r"task: unknown type 'boundaries' \(known types: 'affinities', 'binary'(, '[^']+')*\)$",
+        r"task: unknown type 'boundaries' \(known types: .*'affinities'.*'binary'.*\)$",
         r"trainer\.batch_size: expected greater than 0, got 0$",
         r"trainer\.augments\[1\]\.jitter_sigma: .*>= 0, got \[1\.0, -2\.0, 2\.0\]$",
     ]
