@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -195,3 +196,32 @@ def _check_snapshot_placement(group: Path) -> None:
     assert teacher.shape == (3, 20, 20, 20)  # one channel per affinity offset
     for name in ("raw", "gt", "prediction", "target"):
         assert (group / name / "s0").exists()
+
+
+def test_two_ranks_train_one_student_and_one_teacher(volume, unlabeled, write_config, tmp_path):
+    """Under torchrun (2 CPU ranks, gloo) the student's single forward over labeled and
+    strong views keeps the replicas identical, and the teacher follows them."""
+    config = write_config(_config(volume, unlabeled, max_steps=3, checkpoint_interval=3))
+    out = tmp_path / "ddp"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        *_command(config, out, "--no-progress")[1:],
+    ]
+    env = {**_env(), "VOLTRAIN_DIST_TIMEOUT": "120"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    state = torch.load(out / "checkpoints" / "iteration_00000003.pt", weights_only=True)
+    assert state["world_size"] == 2
+    first, second = state["parameter_checksums"]
+    assert first == second
+    teacher = state["trainer"]["teacher"]
+    assert teacher.keys() == state["model"].keys()
+    assert not all(torch.equal(teacher[k], state["model"][k]) for k in teacher)
