@@ -95,7 +95,11 @@ def test_schema_structure_covers_every_section_and_union_member():
     assert schema["properties"]["data"]["$ref"] == "#/$defs/DataConfig"
     tasks = schema["properties"]["task"]["discriminator"]["mapping"]
     trainers = schema["properties"]["trainer"]["discriminator"]["mapping"]
-    assert set(tasks) == {"affinities", "binary"} and set(trainers) == {"gunpowder", "dummy"}
+    assert set(tasks) == {"affinities", "binary"} and set(trainers) == {
+        "gunpowder",
+        "semi_supervised",
+        "dummy",
+    }
     for ref in tasks.values():
         assert "type" in definitions[ref.rsplit("/", 1)[1]]["required"]
     assert "type" not in definitions["GunpowderTrainerConfig"].get("required", [])

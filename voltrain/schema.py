@@ -30,14 +30,18 @@ def experiment_schema() -> dict[str, Any]:
     definitions = schema.setdefault("$defs", {})
     _require_union_tags(schema, definitions)
     augment_refs = _add_augment_definitions(definitions)
-    trainer = definitions["GunpowderTrainerConfig"]["properties"]["augments"]
-    trainer["items"] = {
+    items = {
         "oneOf": list(augment_refs.values()),
         "discriminator": {
             "propertyName": "type",
             "mapping": {name: ref["$ref"] for name, ref in augment_refs.items()},
         },
     }
+    # every trainer with augments (gunpowder, semi_supervised)
+    for definition in list(definitions.values()):
+        augments = definition.get("properties", {}).get("augments")
+        if augments is not None and "AugmentConfig" in str(augments.get("items")):
+            augments["items"] = items
     definitions.pop("AugmentConfig", None)
     return {
         "$schema": JSON_SCHEMA_DIALECT,
