@@ -6,6 +6,7 @@ a run killed with SIGKILL and resumed matches an uninterrupted one, teacher incl
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -165,8 +166,11 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
 
     expected, resumed = _rows(whole), _rows(killed)
     assert [r["iteration"] for r in resumed] == list(range(1, ITERATIONS + 1))
-    for key in ("loss", "grad_norm"):
+    for key in ("loss", "grad_norm", "consistency_loss", "pseudo_label_loss", "consistency_ramp"):
         assert [r[key] for r in resumed] == [r[key] for r in expected], key
+    # the ramp rises to 1 over consistency_rampup (4) iterations
+    assert [r["consistency_ramp"] for r in expected][4:] == [1.0] * (ITERATIONS - 4)
+    assert expected[0]["consistency_ramp"] == pytest.approx(math.exp(-5))
     final = f"checkpoints/iteration_{ITERATIONS:08d}.pt"
     a = torch.load(whole / final, weights_only=True)
     b = torch.load(killed / final, weights_only=True)

@@ -208,6 +208,7 @@ class Trainer(ABC):
                 batch_size=self.batch_size,
                 snapshot=self.snapshot_arrays(batch, result) if snapshot_due else None,
                 data_errors=self.data_errors,
+                figures_tensors=result.figures,
             )
             stats.validation = self._validate_if_due(model, engine)
             stats.log_due = self.iteration % self.config.log_every == 0 or (

@@ -295,8 +295,11 @@ class SemiSupervisedTrainer(GunpowderTrainer):
         ramp = sigmoid_rampup(self.iteration, config.consistency_rampup)
         labeled = batch.raw.shape[0]
 
+        figures = {}
+
         def unlabeled_loss(logits: torch.Tensor) -> torch.Tensor:
             mse, pseudo = self._consistency(logits[labeled:], batch, snapshot_due)
+            figures.update(consistency_loss=mse.detach(), pseudo_label_loss=pseudo.detach())
             return ramp * (config.consistency_weight * mse + config.pseudo_label_weight * pseudo)
 
         raw = torch.cat([batch.raw, batch.strong])
@@ -310,6 +313,7 @@ class SemiSupervisedTrainer(GunpowderTrainer):
             extra_loss=unlabeled_loss,
         )
         teacher.update(engine.model, result.finite, self.iteration)
+        result.figures.update(figures, consistency_ramp=torch.tensor(ramp))
         return result
 
     def _consistency(self, student: torch.Tensor, batch: SemiSupervisedBatch, keep: bool):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +37,8 @@ class StepResult:
     finite: torch.Tensor
     logits: torch.Tensor | None = None
     logits_grad: torch.Tensor | None = None
+    # further figures of the step by name (device scalars), for the metrics row
+    figures: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class StepEngine:
