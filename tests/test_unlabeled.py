@@ -10,6 +10,7 @@ import pytest
 import torch
 from funlib.geometry import Coordinate
 
+from voltrain.augments.base import parse_augments
 from voltrain.data import UnlabeledDatasetConfig
 from voltrain.errors import ConfigError, DataError
 from voltrain.nodes.mirror_transpose_augment import MirrorTransposeAugment
@@ -20,6 +21,7 @@ from voltrain.unlabeled import (
     UnlabeledPipeline,
     compute_unlabeled_sampling_maps,
     open_unlabeled_volumes,
+    strong_view_augments,
 )
 
 VOXEL_SIZE = Coordinate(4, 4, 4)
@@ -132,3 +134,25 @@ def test_unlabeled_raw_of_another_voxel_size_is_refused(coordinates):
     datasets = [UnlabeledDatasetConfig(raw=str(coordinates / "raw"))]
     with pytest.raises(DataError, match=r"data.unlabeled\[0\].raw: voxel_size"):
         open_unlabeled_volumes(datasets, Coordinate(8, 8, 8))
+
+
+def test_the_strong_view_gets_the_augments_that_change_raw_only():
+    augments = parse_augments(
+        [
+            {"type": "elastic", "control_point_spacing": [40] * 3, "jitter_sigma": [2] * 3},
+            {"type": "simple"},
+            {"type": "intensity"},
+            {"type": "gamma"},
+            {"type": "noise"},
+            {"type": "intensity_scale_shift", "scale": 2.0, "shift": -1.0},
+            {"type": "intensity_scale_shift", "scale": 1.5, "shift": 0.0, "p": 0.5},
+        ]
+    )
+    chosen = strong_view_augments(augments)
+    # geometry is the view transform's business; a p: 1 map is fixed input, for both views
+    assert [(a.type, a.p) for a in chosen] == [
+        ("intensity", 1.0),
+        ("gamma", 1.0),
+        ("noise", 1.0),
+        ("intensity_scale_shift", 0.5),
+    ]
