@@ -12,7 +12,12 @@ setting, then the same for the affinities segmented by waterz as a cross-check o
 segmentation step, and writes ``quality.json``.
 
     python benchmarks/quality.py [--out DIR] [--device cpu|cuda] [--iterations N]
-        [--variant isotropic|anisotropic] [--size Z Y X] [--only RUN]
+        [--variant isotropic|anisotropic] [--size Z Y X] [--only RUN] [--semi]
+
+``--semi`` compares other rows: semi-supervised training (``trainer.type:
+semi_supervised``, a mean teacher) against supervised training, both with the labels of
+ONE small cube of the training volume (``CUBE_SHAPE``), the semi-supervised run also with
+the raw of a third volume (another seed, labels unused) as ``data.unlabeled``.
 
 On the CPU the default budget is small (500 iterations per run, sized for two idle cores);
 with ``--device cuda`` it is 3000 iterations.
@@ -29,17 +34,21 @@ from importlib.resources import files
 from pathlib import Path
 
 import yaml
-from funlib.persistence import open_ds
+from funlib.geometry import Coordinate, Roi
+from funlib.persistence import open_ds, prepare_ds
 
 from voltrain.experiment import load_config
 from voltrain.io.ome import level_array_path
 from voltrain.predict import predict
 from voltrain.run import train
 from voltrain.scoring import compare_with_baseline, format_scores
-from voltrain.synthetic_em import make_em_pair
+from voltrain.synthetic_em import make_em_pair, make_em_volume
 
 ITERATIONS = {"cpu": 500, "cuda": 3000}
 RUNS = {"trained": True, "trained_without_augments": False}  # name: with augments
+SEMI_RUNS = ("supervised_cube", "semi_supervised_cube")
+CUBE_SHAPE = (40, 40, 40)  # the labeled cube, in voxels (the network's output is 28^3)
+UNLABELED_SEED_OFFSET = 7  # the unlabeled volume's seed, after the training volume's
 # Without augments only the fixed intensity map stays, so both runs see the same raw range.
 KEPT_WITHOUT_AUGMENTS = {"intensity_scale_shift"}
 
@@ -66,6 +75,50 @@ def experiment_config(train_container: Path, augments: bool, iterations: int, de
     if not augments:
         trainer["augments"] = [a for a in trainer["augments"] if a["type"] in KEPT_WITHOUT_AUGMENTS]
     return config
+
+
+def labeled_cube(train_container: Path) -> Path:
+    """``cube_labels``: the training labels of a ``CUBE_SHAPE`` cube at the volume's
+    centre, with its world offset (written once); raw stays the whole volume."""
+    path = train_container / "cube_labels"
+    if not path.exists():
+        labels = open_ds(str(train_container / "labels"))
+        shape = Coordinate(CUBE_SHAPE)
+        begin = (labels.roi.shape / labels.voxel_size - shape) / 2
+        roi = Roi(labels.roi.offset + begin * labels.voxel_size, shape * labels.voxel_size)
+        cube = prepare_ds(
+            str(path),
+            shape=tuple(shape),
+            offset=roi.offset,
+            voxel_size=labels.voxel_size,
+            dtype=labels.dtype,
+            mode="w",
+        )
+        cube[roi] = labels[roi]
+    return path
+
+
+def semi_configs(
+    data: Path, train_container: Path, iterations: int, device: str, seed: int
+) -> dict[str, dict]:
+    """The supervised and the semi-supervised config of the ``--semi`` rows."""
+    unlabeled = data / "unlabeled.zarr"
+    if not (unlabeled / "raw").exists():
+        make_em_volume(unlabeled, seed=seed + UNLABELED_SEED_OFFSET)
+    supervised = experiment_config(train_container, True, iterations, device)
+    supervised["data"]["train"][0].update(
+        gt=str(labeled_cube(train_container)), mask=None, name="labeled_cube"
+    )
+    semi = yaml.safe_load(yaml.safe_dump(supervised))
+    semi["data"]["unlabeled"] = [{"name": "unlabeled", "raw": str(unlabeled / "raw")}]
+    semi["trainer"].update(
+        type="semi_supervised",
+        unlabeled_batch_size=1,
+        ema_decay=0.99,
+        consistency_weight=1.0,
+        consistency_rampup=iterations // 3,
+    )
+    return {"supervised_cube": supervised, "semi_supervised_cube": semi}
 
 
 def train_and_predict(
@@ -149,9 +202,10 @@ def main() -> None:
     parser.add_argument("--variant", default="isotropic", choices=["isotropic", "anisotropic"])
     parser.add_argument("--size", type=int, nargs=3, help="volume shape z y x (default: variant's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the training volume")
+    parser.add_argument("--semi", action="store_true", help="the semi-supervised rows instead")
     parser.add_argument(
         "--only",
-        choices=sorted(RUNS),
+        choices=sorted(RUNS) + list(SEMI_RUNS),
         help="only train and predict this run (e.g. one per machine; a later run in the same "
         "--out reuses it)",
     )
@@ -164,11 +218,17 @@ def main() -> None:
 
     train_container, heldout = em_pair(out / "data", args.variant, args.size, args.seed)
     heldout_raw = str(heldout / "raw")
+    if args.semi:
+        configs = semi_configs(out / "data", train_container, iterations, args.device, args.seed)
+    else:
+        configs = {
+            name: experiment_config(train_container, augments, iterations, args.device)
+            for name, augments in RUNS.items()
+        }
     runs, timings = {}, {}
-    for name, augments in RUNS.items():
+    for name, config in configs.items():
         if args.only and name != args.only:
             continue
-        config = experiment_config(train_container, augments, iterations, args.device)
         affinities, train_s, predict_s = train_and_predict(
             name, config, out, heldout_raw, args.device
         )
@@ -192,8 +252,9 @@ def main() -> None:
     report["waterz_cross_check"] = quality_report(
         cross_check, timings, iterations, args.device, args.variant, gt.shape
     )["scores"]
-    (out / "quality.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwritten {out / 'quality.json'}")
+    report_path = out / ("quality_semi.json" if args.semi else "quality.json")
+    report_path.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {report_path}")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def test_schema_structure_covers_every_section_and_union_member():
         "lsd",
         "affinities+lsd",
     }
-    assert set(trainers) == {"gunpowder", "dummy"}
+    assert set(trainers) == {"gunpowder", "semi_supervised", "dummy"}
     for ref in tasks.values():
         assert "type" in definitions[ref.rsplit("/", 1)[1]]["required"]
     assert "type" not in definitions["GunpowderTrainerConfig"].get("required", [])

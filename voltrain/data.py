@@ -56,27 +56,43 @@ class DatasetConfig(StrictModel):
         return value
 
 
+class UnlabeledDatasetConfig(StrictModel):
+    """One volume of raw without labels (``data.unlabeled``), for semi-supervised training:
+    raw and an optional mask of where raw is valid (any format ``raw`` may have)."""
+
+    name: str | None = None
+    raw: str | ArraySource
+    mask: str | ArraySource | None = None
+    weight: float = Field(1.0, gt=0, description="relative sampling weight")
+
+    _not_empty = field_validator("raw", "mask")(DatasetConfig._not_empty.__func__)
+
+
 class DataConfig(StrictModel):
-    """The ``data`` section: volumes to train on and, optionally, to validate on."""
+    """The ``data`` section: volumes to train on and, optionally, to validate on, and raw
+    without labels for semi-supervised training (``unlabeled``)."""
 
     train: list[DatasetConfig] = Field(min_length=1)
     validate_: list[DatasetConfig] = Field(default_factory=list, alias="validate")
+    unlabeled: list[UnlabeledDatasetConfig] = Field(default_factory=list)
 
     model_config = StrictModel.model_config | {"populate_by_name": True}
 
     def resolved(self, base_dir: Path) -> DataConfig:
         """Return a copy with every relative path made absolute against ``base_dir``."""
 
-        def fix(ds: DatasetConfig) -> DatasetConfig:
+        def fix(ds: DatasetConfig | UnlabeledDatasetConfig) -> DatasetConfig:
             update = {}
             for key in ("raw", "gt", "mask"):
-                value = getattr(ds, key)
+                value = getattr(ds, key, None)
                 if value is not None:
                     update[key] = resolve_source(value, base_dir)
             return ds.model_copy(update=update)
 
         return DataConfig(
-            train=[fix(d) for d in self.train], validate=[fix(d) for d in self.validate_]
+            train=[fix(d) for d in self.train],
+            validate=[fix(d) for d in self.validate_],
+            unlabeled=[fix(d) for d in self.unlabeled],
         )
 
 

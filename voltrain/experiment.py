@@ -53,6 +53,7 @@ class ExperimentConfig(StrictModel):
                 "input.normalize_factor (trainer.normalize_factor is its older spelling)"
             )
         self.trainer.check_input(self.input)
+        self.trainer.check_data(self.data)
 
     def resolved_input(self) -> InputConfig:
         """What the network sees of raw, in training, validation and prediction: the

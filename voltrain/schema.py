@@ -34,8 +34,12 @@ def experiment_schema() -> dict[str, Any]:
     schema = ExperimentConfig.model_json_schema(by_alias=True, mode="validation")
     definitions = schema.setdefault("$defs", {})
     _require_union_tags(schema, definitions)
-    trainer = definitions["GunpowderTrainerConfig"]["properties"]["augments"]
-    trainer["items"] = _registered_union(AUGMENTS, definitions)
+    augments_union = _registered_union(AUGMENTS, definitions)
+    # every trainer with augments (gunpowder, semi_supervised)
+    for definition in list(definitions.values()):
+        augments = definition.get("properties", {}).get("augments")
+        if augments is not None and "AugmentConfig" in str(augments.get("items")):
+            augments["items"] = augments_union
     properties = schema["properties"]
     properties["task"] = _registered_union(TASKS, definitions)
     model_default = properties["model"].get("default")

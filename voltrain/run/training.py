@@ -110,6 +110,7 @@ class TrainingRun:
         self.trainer = config.trainer.build()
         self.trainer.input = config.input
         self.trainer.segment = config.segment
+        self.trainer.unlabeled = config.data.unlabeled
         for callback in callbacks:
             self.trainer.add_callback(callback)
         self.optimizer = self.trainer.create_optimizer(self.model)

@@ -71,6 +71,8 @@ class Trainer(ABC):
         input: the experiment's ``input`` section (normalisation, fixed intensity maps);
             set it before ``build_batch_provider``. ``raw_input()`` completes it with the
             trainer section's older keys.
+        unlabeled: the experiment's ``data.unlabeled`` datasets (read by the
+            semi-supervised trainer alone); set it before ``build_batch_provider``.
         segment: the experiment's ``segment`` section, which validation by segmentation
             (``trainer.validation.metric: voi``) segments with; None: its defaults.
         can_validate: whether ``build_validation_provider`` is implemented.
@@ -100,6 +102,7 @@ class Trainer(ABC):
         self.validator = None
         self.input = InputConfig()
         self.segment = None
+        self.unlabeled: list = []
         self.voxel_size: Coordinate | None = None
         self.units: list[str] | None = None
         self.stage_profile: StageProfile | None = None
@@ -193,9 +196,7 @@ class Trainer(ABC):
             data_time = time.perf_counter() - start
             learning_rate = apply_learning_rate(optimizer, schedule.factor(self.iteration))
             snapshot_due = any(c.wants_snapshot(self.iteration + 1) for c in self.callbacks)
-            result = engine.step(
-                self.task, batch.raw, batch.target, batch.weight, self.iteration, snapshot_due
-            )
+            result = self._step(engine, batch, snapshot_due)
             self.iteration += 1
             stats = TrainingIterationStats(
                 iteration=self.iteration,
@@ -210,6 +211,7 @@ class Trainer(ABC):
                 batch_size=self.batch_size,
                 snapshot=self.snapshot_arrays(batch, result) if snapshot_due else None,
                 data_errors=self.data_errors,
+                figures_tensors=result.figures,
             )
             stats.validation = self._validate_if_due(model, engine)
             stats.log_due = self.iteration % self.config.log_every == 0 or (
@@ -220,6 +222,13 @@ class Trainer(ABC):
             stops = [callback.on_step_end(stats) for callback in self.callbacks]
             self.stop_requested = self.stop_requested or self._agree_to_stop(any(stops), stats)
             yield stats
+
+    def _step(self, engine: StepEngine, batch: TrainingBatch, snapshot_due: bool) -> StepResult:
+        """One optimisation step on ``batch`` (a trainer with more than the task's loss
+        overrides this)."""
+        return engine.step(
+            self.task, batch.raw, batch.target, batch.weight, self.iteration, snapshot_due
+        )
 
     def _agree_to_stop(self, wants_to_stop: bool, stats: TrainingIterationStats) -> bool:
         """Alone: ``wants_to_stop``. With several ranks: whether any rank asked to stop since

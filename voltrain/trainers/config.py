@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from voltrain.callbacks import EarlyStoppingConfig
 from voltrain.config import StrictModel
+from voltrain.errors import ConfigError
 from voltrain.inference import InputConfig
 from voltrain.optim import (
     AdamConfig,
@@ -165,6 +166,16 @@ class TrainerConfig(StrictModel):
 
     def check_input(self, input_config: InputConfig) -> None:
         """``ConfigError`` if this trainer cannot feed the network as ``input`` says."""
+
+    def check_data(self, data) -> None:
+        """``ConfigError`` if this trainer cannot use the ``data`` section (a
+        ``voltrain.data.DataConfig``) as given; checked with the config, before any data is
+        opened."""
+        if data.unlabeled:
+            raise ConfigError(
+                f"data.unlabeled: only trainer.type: semi_supervised trains on unlabeled raw; "
+                f"trainer.type is '{self.type}'"
+            )
 
     def input_channels(self, datasets: list) -> int:
         """The network's input channels for training on ``datasets`` (1 unless the

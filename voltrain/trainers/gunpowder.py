@@ -297,8 +297,12 @@ class GunpowderTrainer(Trainer):
             self.batches = RestartingLoader(
                 lambda start: self.loader(start, pin_memory), self.config.loader_restarts
             )
+        return self._read_batch(self.batches)
+
+    def _read_batch(self, batches: RestartingLoader) -> dict:
+        """The next batch of ``batches``, with the loader's errors as one-line errors."""
         try:
-            batch = self.batches.next_batch(self.iteration)
+            batch = batches.next_batch(self.iteration)
         except VoltrainError as error:
             # A worker's error arrives with the worker's traceback as its message.
             raise (recover_voltrain_error(error) or error) from None

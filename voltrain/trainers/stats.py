@@ -29,6 +29,8 @@ class TrainingIterationStats:
             sample's arrays by name (``voltrain.run.snapshot.SnapshotArray``), else None.
         data_errors: sample draws so far that met an unreadable chunk and were redrawn
             (``trainer.on_data_error: skip``); in the row only once there are some.
+        figures_tensors: further device scalars a trainer reports by name (e.g. the
+            semi-supervised ``consistency_loss``), read like the loss.
     """
 
     iteration: int
@@ -45,6 +47,7 @@ class TrainingIterationStats:
     validation: dict[str, float] | None = None
     snapshot: dict[str, Any] | None = field(default=None, repr=False)
     data_errors: int = 0
+    figures_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
     def loss(self) -> float:
@@ -89,6 +92,7 @@ class TrainingIterationStats:
         }
         if self.data_errors:
             row["data_errors"] = self.data_errors
+        row.update({name: float(value) for name, value in self.figures_tensors.items()})
         if self.validation:
             row.update(self.validation)
         return row

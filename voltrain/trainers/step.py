@@ -16,7 +16,8 @@ every rank skips the same steps and the replicas never drift apart.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -36,6 +37,8 @@ class StepResult:
     finite: torch.Tensor
     logits: torch.Tensor | None = None
     logits_grad: torch.Tensor | None = None
+    # further figures of the step by name (device scalars), for the metrics row
+    figures: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class StepEngine:
@@ -85,9 +88,16 @@ class StepEngine:
         weight: torch.Tensor,
         iteration: int,
         keep_output: bool = False,
+        extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> StepResult:
         """The step that produces ``iteration + 1``. With ``keep_output`` the network output
-        and the loss gradient with respect to it are kept, for snapshots."""
+        and the loss gradient with respect to it are kept, for snapshots.
+
+        ``raw`` may hold more samples than ``target``: the task's loss scores the first
+        ``len(target)`` outputs, and ``extra_loss`` (given all the float32 logits) adds a
+        loss of its own, e.g. a consistency loss on unlabeled samples that shared the one
+        forward pass (which is what ``DistributedDataParallel`` needs).
+        """
         model, optimizer = self.model, self.optimizer
         model.train()
         optimizer.zero_grad(set_to_none=True)
@@ -96,7 +106,9 @@ class StepEngine:
         logits = logits.float()
         if keep_output:
             logits.retain_grad()
-        loss = task.loss(logits, target, weight)
+        loss = task.loss(logits[: target.shape[0]], target, weight)
+        if extra_loss is not None:
+            loss = loss + extra_loss(logits)
         scale = None
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
