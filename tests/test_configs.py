@@ -1,4 +1,5 @@
-"""Every example config in configs/ loads, and its U-Net accepts its own input shape."""
+"""Every example config in configs/ loads, and its U-Net accepts its own input shape (at
+full size, on the meta device); ``test_config_runs`` trains each one."""
 
 from __future__ import annotations
 
