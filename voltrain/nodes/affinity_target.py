@@ -8,12 +8,8 @@ import gunpowder as gp
 import numpy as np
 from funlib.geometry import Coordinate
 
-from voltrain.nodes.binary_target import (
-    DEFAULT_BALANCE_CLIP,
-    check_same_voxel_size,
-    class_balanced_weight,
-    requested_output_roi,
-)
+from voltrain.nodes.binary_target import DEFAULT_BALANCE_CLIP, class_balanced_weight
+from voltrain.nodes.label_target import LabelTarget
 
 
 def neighborhood_context(neighborhood: Sequence[Sequence[int]]) -> tuple[Coordinate, Coordinate]:
@@ -24,7 +20,7 @@ def neighborhood_context(neighborhood: Sequence[Sequence[int]]) -> tuple[Coordin
     return before, after
 
 
-class AffinityTarget(gp.BatchFilter):
+class AffinityTarget(LabelTarget):
     """Add affinities and their loss weight, both float32 (channels, z, y, x).
 
     Channel ``c`` at voxel ``v`` is 1 iff ``gt[v] == gt[v + offset_c]`` and ``gt[v] != 0``.
@@ -59,39 +55,15 @@ class AffinityTarget(gp.BatchFilter):
         offsets = np.asarray(neighborhood, dtype=np.int64)
         if offsets.ndim != 2 or offsets.shape[1] != 3 or not offsets.any(axis=1).all():
             raise ValueError(f"expected nonzero (z, y, x) offsets, got {neighborhood}")
-        self.gt = gt
-        self.mask = mask
-        self.target = target
-        self.weight = weight
+        super().__init__(gt, mask, target, weight)
         self.neighborhood = [Coordinate(offset) for offset in offsets]
         self.balance_weights = balance_weights
         self.balance_clip = balance_clip
         self.context_before, self.context_after = neighborhood_context(offsets)
 
-    def setup(self) -> None:
-        if self.mask is not None:
-            check_same_voxel_size(self, self.gt, self.mask)
-        spec = self.spec[self.gt].copy()
-        voxel_size = spec.voxel_size
-        if spec.roi is not None:
-            spec.roi = spec.roi.grow(
-                -self.context_before * voxel_size, -self.context_after * voxel_size
-            )
-        spec.dtype = np.float32
-        spec.interpolatable = False
-        self.provides(self.target, spec)
-        self.provides(self.weight, spec.copy())
-        self.enable_autoskip()
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
+    def label_context(self) -> tuple[Coordinate, Coordinate]:
         voxel_size = self.spec[self.gt].voxel_size
-        roi = requested_output_roi(request, (self.target, self.weight))
-        labels_roi = roi.grow(self.context_before * voxel_size, self.context_after * voxel_size)
-        deps = gp.BatchRequest()
-        deps[self.gt] = gp.ArraySpec(roi=labels_roi)
-        if self.mask is not None:
-            deps[self.mask] = gp.ArraySpec(roi=labels_roi)
-        return deps
+        return self.context_before * voxel_size, self.context_after * voxel_size
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         gt = batch[self.gt]
@@ -103,12 +75,7 @@ class AffinityTarget(gp.BatchFilter):
         target, weight = self._affinities(gt.data, mask, (output_roi.shape / voxel_size))
         if self.balance_weights:
             weight = class_balanced_weight(target, weight, self.balance_clip)
-        outputs = gp.Batch()
-        for key, data in ((self.target, target), (self.weight, weight)):
-            spec = self.spec[key].copy()
-            spec.roi = output_roi
-            outputs[key] = gp.Array(data, spec)
-        return outputs
+        return self.outputs(output_roi, target, weight)
 
     def _affinities(
         self, labels: np.ndarray, mask: np.ndarray | None, shape: Coordinate

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import gunpowder as gp
 import numpy as np
-from funlib.geometry import Roi
 
-from voltrain.errors import DataError
+from voltrain.nodes.label_target import LabelTarget
 
 DEFAULT_BALANCE_CLIP = (0.05, 0.95)
 """The positive fraction is clipped to this range before balancing, as gunpowder's
@@ -45,27 +44,7 @@ def class_balanced_weight(
     return (flat_weight * scale).astype(np.float32).reshape(weight.shape)
 
 
-def check_same_voxel_size(node: gp.BatchFilter, gt_key: gp.ArrayKey, mask_key: gp.ArrayKey):
-    """Raise ``DataError`` if the mask is not on the labels' voxel grid."""
-    gt_voxel_size = node.spec[gt_key].voxel_size
-    mask_voxel_size = node.spec[mask_key].voxel_size
-    if mask_voxel_size != gt_voxel_size:
-        raise DataError(
-            f"{mask_key} has voxel size {tuple(mask_voxel_size)} but {gt_key} has "
-            f"{tuple(gt_voxel_size)}; the mask must share the labels' voxel size"
-        )
-
-
-def requested_output_roi(request: gp.BatchRequest, keys: tuple[gp.ArrayKey, ...]) -> Roi:
-    """The ROI covering every requested one of ``keys`` (computed once, cropped later)."""
-    rois = [request[key].roi for key in keys if key in request]
-    roi = rois[0]
-    for other in rois[1:]:
-        roi = roi.union(other)
-    return roi
-
-
-class BinaryTarget(gp.BatchFilter):
+class BinaryTarget(LabelTarget):
     """Add a foreground target (gt != 0) and its loss weight, both float32 (1, z, y, x).
 
     The weight is the mask (1 = labels trusted), optionally rescaled so foreground and
@@ -90,30 +69,9 @@ class BinaryTarget(gp.BatchFilter):
         balance_weights: bool = True,
         balance_clip: tuple[float, float] | None = DEFAULT_BALANCE_CLIP,
     ):
-        self.gt = gt
-        self.mask = mask
-        self.target = target
-        self.weight = weight
+        super().__init__(gt, mask, target, weight)
         self.balance_weights = balance_weights
         self.balance_clip = balance_clip
-
-    def setup(self) -> None:
-        if self.mask is not None:
-            check_same_voxel_size(self, self.gt, self.mask)
-        spec = self.spec[self.gt].copy()
-        spec.dtype = np.float32
-        spec.interpolatable = False
-        self.provides(self.target, spec)
-        self.provides(self.weight, spec.copy())
-        self.enable_autoskip()
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        roi = requested_output_roi(request, (self.target, self.weight))
-        deps = gp.BatchRequest()
-        deps[self.gt] = gp.ArraySpec(roi=roi)
-        if self.mask is not None:
-            deps[self.mask] = gp.ArraySpec(roi=roi)
-        return deps
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         gt = batch[self.gt]
@@ -124,9 +82,4 @@ class BinaryTarget(gp.BatchFilter):
             weight = (batch[self.mask].data > 0).astype(np.float32)[np.newaxis]
         if self.balance_weights:
             weight = class_balanced_weight(target, weight, self.balance_clip)
-        outputs = gp.Batch()
-        for key, data in ((self.target, target), (self.weight, weight)):
-            spec = self.spec[key].copy()
-            spec.roi = gt.spec.roi
-            outputs[key] = gp.Array(data, spec)
-        return outputs
+        return self.outputs(gt.spec.roi, target, weight)

@@ -7,10 +7,10 @@ import math
 import edt
 import gunpowder as gp
 import numpy as np
-from funlib.geometry import Coordinate
+from funlib.geometry import Coordinate, Roi
 
 from voltrain.errors import DataError
-from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
+from voltrain.nodes.label_target import LabelTarget
 
 
 def signed_distances(labels: np.ndarray, voxel_size: Coordinate) -> np.ndarray:
@@ -60,7 +60,7 @@ def context_voxels(context: float, voxel_size: Coordinate) -> Coordinate:
     return Coordinate(math.ceil(context / v) for v in voxel_size)
 
 
-class DistanceTarget(gp.BatchFilter):
+class DistanceTarget(LabelTarget):
     """Add tanh(d / scale) of the signed boundary distance d and its loss weight, both
     float32 (channels, z, y, x).
 
@@ -104,10 +104,7 @@ class DistanceTarget(gp.BatchFilter):
     ):
         if not scale > 0 or not context > 0:
             raise ValueError(f"scale and context must be > 0, got {scale} and {context}")
-        self.gt = gt
-        self.mask = mask
-        self.target = target
-        self.weight = weight
+        super().__init__(gt, mask, target, weight)
         self.scale = scale
         self.context = context
         self.mask_distances = mask_distances
@@ -117,26 +114,11 @@ class DistanceTarget(gp.BatchFilter):
         voxel_size = self.spec[self.gt].voxel_size
         return context_voxels(self.context, voxel_size) * voxel_size
 
-    def setup(self) -> None:
-        if self.mask is not None:
-            check_same_voxel_size(self, self.gt, self.mask)
-        spec = self.spec[self.gt].copy()
-        if spec.roi is not None:
-            spec.roi = spec.roi.grow(-self._context(), -self._context())
-        spec.dtype = np.float32
-        spec.interpolatable = False
-        self.provides(self.target, spec)
-        self.provides(self.weight, spec.copy())
-        self.enable_autoskip()
+    def label_context(self) -> tuple[Coordinate, Coordinate]:
+        return self._context(), self._context()
 
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        roi = requested_output_roi(request, (self.target, self.weight))
-        labels_roi = roi.grow(self._context(), self._context())
-        deps = gp.BatchRequest()
-        deps[self.gt] = gp.ArraySpec(roi=labels_roi)
-        if self.mask is not None:
-            deps[self.mask] = gp.ArraySpec(roi=labels_roi if self.mask_distances else roi)
-        return deps
+    def mask_roi(self, output_roi: Roi, labels_roi: Roi) -> Roi:
+        return labels_roi if self.mask_distances else output_roi
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         gt = batch[self.gt]
@@ -154,12 +136,7 @@ class DistanceTarget(gp.BatchFilter):
             weight[:] = trusted.crop(output_roi).data > 0
             if self.mask_distances:
                 weight *= self._known(distances, trusted.data > 0, voxel_size, inner)
-        outputs = gp.Batch()
-        for key, data in ((self.target, target), (self.weight, weight)):
-            spec = self.spec[key].copy()
-            spec.roi = output_roi
-            outputs[key] = gp.Array(data, spec)
-        return outputs
+        return self.outputs(output_roi, target, weight)
 
     def _regions(self, labels: np.ndarray) -> list[np.ndarray]:
         """The label arrays whose boundaries the channels measure."""

@@ -27,7 +27,7 @@ import numpy as np
 from funlib.geometry import Coordinate, Roi
 from scipy.ndimage import find_objects
 
-from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
+from voltrain.nodes.label_target import LabelTarget
 
 NUM_LSD_CHANNELS = 10
 TRUNCATE = 3.0  # gaussian windows end at 3 sigma, as in the paper's implementation
@@ -216,7 +216,7 @@ def _normalised_moments(stats: np.ndarray, sigma: Sequence[float]) -> np.ndarray
     return result
 
 
-class LsdTarget(gp.BatchFilter):
+class LsdTarget(LabelTarget):
     """Add local shape descriptors and their loss weight, both float32 (10, z, y, x).
 
     The labels are requested larger than the output by the windows' reach (3 sigma, plus
@@ -258,46 +258,33 @@ class LsdTarget(gp.BatchFilter):
             downsample = Coordinate(np.broadcast_to(downsample, (3,)))
             if min(downsample) < 1:
                 raise ValueError(f"expected downsample >= 1, got {downsample}")
-        self.gt = gt
-        self.mask = mask
-        self.target = target
-        self.weight = weight
+        super().__init__(gt, mask, target, weight)
         self.sigma = tuple(float(s) for s in sigma)
         self.downsample_setting = downsample
         self.downsample = downsample  # set from the voxel size in setup() when None
         self.background_weight = background_weight
 
     def setup(self) -> None:
-        if self.mask is not None:
-            check_same_voxel_size(self, self.gt, self.mask)
-        spec = self.spec[self.gt].copy()
         if self.downsample_setting is None:
-            self.downsample = auto_downsample(self.sigma, spec.voxel_size)
-        spec.dtype = np.float32
-        spec.interpolatable = False
-        self.provides(self.target, spec)
-        self.provides(self.weight, spec.copy())
-        self.enable_autoskip()
+            self.downsample = auto_downsample(self.sigma, self.spec[self.gt].voxel_size)
+        super().setup()
 
-    def _labels_roi(self, roi: Roi) -> Roi:
+    def labels_roi(self, roi: Roi) -> Roi:
+        # not shrunk by the context (see label_context): at the volume's edge the windows
+        # see what the labels' ROI holds
         voxel_size = self.spec[self.gt].voxel_size
         context = lsd_context(self.sigma, voxel_size, self.downsample) * voxel_size
         grown = roi.grow(context, context)
         available = self.spec[self.gt].roi
         return grown if available is None else grown.intersect(available)
 
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        roi = requested_output_roi(request, (self.target, self.weight))
-        deps = gp.BatchRequest()
-        deps[self.gt] = gp.ArraySpec(roi=self._labels_roi(roi))
-        if self.mask is not None:
-            deps[self.mask] = gp.ArraySpec(roi=roi)
-        return deps
+    def mask_roi(self, output_roi: Roi, labels_roi: Roi) -> Roi:
+        return output_roi
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         gt = batch[self.gt]
         voxel_size = gt.spec.voxel_size
-        roi = requested_output_roi(request, (self.target, self.weight))
+        roi = self.output_roi(request)
         begin = (roi.begin - gt.spec.roi.begin) / voxel_size
         output = tuple(slice(b, b + s) for b, s in zip(begin, roi.shape / voxel_size, strict=True))
         target = local_shape_descriptors(gt.data, voxel_size, self.sigma, output, self.downsample)
@@ -307,9 +294,4 @@ class LsdTarget(gp.BatchFilter):
         if not self.background_weight:
             trusted = trusted & (gt.data[output] != 0)
         weight = np.broadcast_to(trusted.astype(np.float32), target.shape).copy()
-        outputs = gp.Batch()
-        for key, data in ((self.target, target), (self.weight, weight)):
-            spec = self.spec[key].copy()
-            spec.roi = roi
-            outputs[key] = gp.Array(data, spec)
-        return outputs
+        return self.outputs(roi, target, weight)

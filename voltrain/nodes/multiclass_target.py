@@ -8,7 +8,7 @@ import gunpowder as gp
 import numpy as np
 
 from voltrain.errors import DataError
-from voltrain.nodes.binary_target import check_same_voxel_size, requested_output_roi
+from voltrain.nodes.label_target import LabelTarget
 
 
 def one_hot_classes(
@@ -43,7 +43,7 @@ def one_hot_classes(
     return target, weight[np.newaxis]
 
 
-class MulticlassTarget(gp.BatchFilter):
+class MulticlassTarget(LabelTarget):
     """Add a one-hot class target, float32 (C, z, y, x), and its weight, float32
     (1, z, y, x).
 
@@ -66,30 +66,9 @@ class MulticlassTarget(gp.BatchFilter):
         class_weights: Sequence[float],
         ignore_label: int | None = None,
     ):
-        self.gt = gt
-        self.mask = mask
-        self.target = target
-        self.weight = weight
+        super().__init__(gt, mask, target, weight)
         self.class_weights = np.asarray(class_weights, dtype=np.float32)
         self.ignore_label = ignore_label
-
-    def setup(self) -> None:
-        if self.mask is not None:
-            check_same_voxel_size(self, self.gt, self.mask)
-        spec = self.spec[self.gt].copy()
-        spec.dtype = np.float32
-        spec.interpolatable = False
-        self.provides(self.target, spec)
-        self.provides(self.weight, spec.copy())
-        self.enable_autoskip()
-
-    def prepare(self, request: gp.BatchRequest) -> gp.BatchRequest:
-        roi = requested_output_roi(request, (self.target, self.weight))
-        deps = gp.BatchRequest()
-        deps[self.gt] = gp.ArraySpec(roi=roi)
-        if self.mask is not None:
-            deps[self.mask] = gp.ArraySpec(roi=roi)
-        return deps
 
     def process(self, batch: gp.Batch, request: gp.BatchRequest) -> gp.Batch:
         gt = batch[self.gt]
@@ -102,9 +81,4 @@ class MulticlassTarget(gp.BatchFilter):
             raise DataError(
                 f"{self.gt} holds {error}: raise task.num_classes or set task.ignore_label"
             ) from None
-        outputs = gp.Batch()
-        for key, data in ((self.target, target), (self.weight, weight)):
-            spec = self.spec[key].copy()
-            spec.roi = gt.spec.roi
-            outputs[key] = gp.Array(data, spec)
-        return outputs
+        return self.outputs(gt.spec.roi, target, weight)

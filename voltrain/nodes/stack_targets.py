@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import gunpowder as gp
 import numpy as np
 
-from voltrain.nodes.binary_target import requested_output_roi
+from voltrain.nodes.label_target import requested_output_roi
 
 
 class StackTargets(gp.BatchFilter):
