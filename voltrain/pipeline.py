@@ -199,15 +199,7 @@ class TrainingPipeline:
             ZarrSource(keys.raw, volume.raw, raw_roi, interpolatable=True, chunk_cache=cache),
             ZarrSource(keys.gt, volume.gt, interpolatable=False, chunk_cache=cache),
         ]
-        if volume.mask is not None:
-            mask_roi = volume.mask.roi.intersect(volume.gt.roi)
-            sources.append(
-                ZarrSource(
-                    keys.mask, volume.mask, mask_roi, interpolatable=False, chunk_cache=cache
-                )
-            )
-        else:
-            sources.append(RoiMaskSource(keys.mask, volume.gt.roi, voxel_size))
+        sources.append(mask_source(keys.mask, volume, volume.gt.roi, cache))
         branch = tuple(sources) + gp.MergeProvider()
         branch += MaskedRandomLocation(
             keys.mask, self.sampling_maps[index], keys.location, dataset_index=index
@@ -291,6 +283,17 @@ class TrainingPipeline:
             self._pipeline.internal_teardown()
             self._pipeline = None
         self._chunk_cache = None
+
+
+def mask_source(
+    key: gp.ArrayKey, volume: TrainingVolume, labeled_roi: Roi, cache: ChunkCache | None
+) -> gp.BatchProvider:
+    """The source of a volume's mask within ``labeled_roi`` (the region its labels, or for
+    unlabeled data its raw, cover); without a mask, 1 everywhere in that region."""
+    if volume.mask is None:
+        return RoiMaskSource(key, labeled_roi, volume.voxel_size)
+    mask_roi = volume.mask.roi.intersect(labeled_roi)
+    return ZarrSource(key, volume.mask, mask_roi, interpolatable=False, chunk_cache=cache)
 
 
 def augment_nodes(

@@ -48,10 +48,9 @@ from voltrain.nodes.mirror_transpose_augment import (
     check_transpose_voxel_sizes,
 )
 from voltrain.nodes.raw_intensity_augment import RawIntensityAugment
-from voltrain.nodes.roi_mask_source import RoiMaskSource
 from voltrain.nodes.weighted_choice import WeightedChoice
 from voltrain.nodes.zarr_source import ZarrSource
-from voltrain.pipeline import MIB
+from voltrain.pipeline import MIB, mask_source
 from voltrain.sampling import SamplingMap, compute_sampling_map
 
 # the random stream of the transform between the two views (see augment_rng)
@@ -199,15 +198,7 @@ class UnlabeledPipeline:
             ZarrSource(keys.raw, volume.raw, interpolatable=True, chunk_cache=cache),
             ZarrSource(keys.strong, volume.raw, interpolatable=True, chunk_cache=cache),
         ]
-        if volume.mask is not None:
-            mask_roi = volume.mask.roi.intersect(volume.raw.roi)
-            sources.append(
-                ZarrSource(
-                    keys.mask, volume.mask, mask_roi, interpolatable=False, chunk_cache=cache
-                )
-            )
-        else:
-            sources.append(RoiMaskSource(keys.mask, volume.raw.roi, volume.voxel_size))
+        sources.append(mask_source(keys.mask, volume, volume.raw.roi, cache))
         branch = tuple(sources) + gp.MergeProvider()
         branch += MaskedRandomLocation(keys.mask, self.sampling_maps[index], keys.location, index)
         branch += gp.Normalize(keys.raw, factor=self.normalize_factor)
