@@ -139,6 +139,12 @@ def _add_predict_parsers(commands) -> None:
         metavar=("Z", "Y", "X"),
         help="output voxels per block (default: the training output shape)",
     )
+    predict.add_argument(
+        "--weights",
+        choices=("student", "teacher"),
+        default="student",
+        help="the trained model (default) or a semi-supervised run's mean teacher",
+    )
     predict.add_argument("--segment", metavar="SEG", help="then segment into this zarr group")
     add_segment_options(predict)
     worker = commands.add_parser("predict-worker", help="one prediction worker (for clusters)")
@@ -168,6 +174,7 @@ def _predict(args: argparse.Namespace) -> None:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         block_shape=args.block_shape,
+        weights=args.weights,
     )
     before = result.blocks - result.blocks_predicted
     print(f"predicted {result.blocks_predicted} of {result.blocks} blocks, {before} done before")

@@ -270,6 +270,10 @@ BAD_INPUTS = {
         r"checkpoint .* does not fit the configured model",
     ),
     "no workers": (lambda args, v, t: args.extend(["--workers", "0"]), r"--workers"),
+    "no teacher in the checkpoint": (
+        lambda args, v, t: args.extend(["--weights", "teacher"]),
+        r"--weights teacher: checkpoint .* holds no teacher",
+    ),
 }
 
 
@@ -359,3 +363,29 @@ def test_a_block_shape_the_network_cannot_output_is_one_line(trained, volume, tm
         and "nearest larger block is 42 40 40" in err
     ), err
     assert not (tmp_path / "out.zarr").exists()
+
+
+def test_a_semi_supervised_runs_teacher_predicts_with_its_own_weights(trained, volume, tmp_path):
+    """``--weights teacher`` reads the mean teacher a semi-supervised checkpoint keeps under
+    ``trainer.teacher``, not the student's weights beside it."""
+    config_path, _, student = trained
+    torch.manual_seed(1)
+    teacher = build_model(load_config(config_path).model, 1, 3).eval()
+    state = {
+        "model": student.state_dict(),
+        "trainer": {"teacher": teacher.state_dict()},
+        "iteration": 5,
+    }
+    checkpoint = save_checkpoint(tmp_path / "checkpoints", 5, state)
+    output = tmp_path / "out.zarr" / "pred"
+    args = ["predict", str(config_path), "--checkpoint", str(checkpoint)]
+    args += ["--input", str(volume / "raw"), "--output", str(output), "--no-progress"]
+    assert main([*args, "--weights", "teacher", "--workers", "2"]) == 0
+
+    prediction = open_ds(level_path(output))[:]
+    expected = whole_volume_prediction(teacher, str(volume / "raw"), INPUT_ROI)
+    np.testing.assert_allclose(prediction, expected, rtol=0, atol=1e-5)
+    student_prediction = whole_volume_prediction(student, str(volume / "raw"), INPUT_ROI)
+    assert np.abs(prediction - student_prediction).max() > 0.01
+    # the student's prediction is another output: it does not resume the teacher's
+    assert main([*args, "--weights", "student"]) == 2

@@ -74,6 +74,7 @@ def predict(
     overwrite: bool = False,
     progress: bool = True,
     block_shape: list[int] | None = None,
+    weights: str = "student",
 ) -> PredictionResult:
     """Predict ``input`` over ``roi`` with the checkpoint into the ``output`` array.
 
@@ -87,7 +88,16 @@ def predict(
     # oversubscribes. A worker started by a command owns its node's cores.
     cpu_threads = None if worker_command else 1
     spec = plan_prediction(
-        config, checkpoint, input, output, roi, device, cpu_threads, worker_command, block_shape
+        config,
+        checkpoint,
+        input,
+        output,
+        roi,
+        device,
+        cpu_threads,
+        worker_command,
+        block_shape,
+        weights,
     )
     # A second run on the same output would predict every block again: one run at a time.
     lock = DirectoryLock(f"{spec.output}.lock", f"--output {spec.output}")

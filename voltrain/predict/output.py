@@ -121,7 +121,10 @@ class OutputStore:
 
     def check_resumable(self, spec: PredictionSpec) -> None:
         """Raise ``ConfigError`` unless the existing output is this very prediction."""
-        check_output_record(self.output, self.record(), spec.identity(), "prediction")
+        record = self.record()
+        if record is not None:  # outputs written before --weights existed are the student's
+            record = {"weights": "student", **record}
+        check_output_record(self.output, record, spec.identity(), "prediction")
 
     def create(self, spec: PredictionSpec, labels: bool = False) -> None:
         """Create the empty output image, marked incomplete, and a fresh ``.done`` directory.

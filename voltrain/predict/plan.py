@@ -42,12 +42,14 @@ def plan_prediction(
     cpu_threads: int | None = None,
     worker_command: list[str] | None = None,
     block_shape: Sequence[int] | None = None,
+    weights: str = "student",
 ) -> PredictionSpec:
     """Check config, checkpoint, input, ROI and output path; return the prediction's spec.
 
     ``block_shape`` is each block's output in voxels (default: the training output shape);
     a fully convolutional net predicts a larger block with the same weights, reading the
-    same context around it.
+    same context around it. ``weights: teacher`` predicts with a semi-supervised run's
+    mean teacher instead of the trained model.
     """
     config = load_config(config_path)
     task = config.task.build()
@@ -58,7 +60,7 @@ def plan_prediction(
     raw = open_array(input_path, "--input", channels=True)
     in_channels = _checked_channels(raw, state, checkpoint, input_path)
     model = build_model(config.model, in_channels, task.num_channels, input_shape)
-    load_model_state(model, state, checkpoint)
+    load_model_state(model, state, checkpoint, weights)
     _check_voxel_size(raw, config, state, checkpoint, input_path)
     raw_input = config.resolved_input()
     if raw_input.normalize_factor is None and raw.dtype not in AUTO_NORMALIZED_DTYPES:
@@ -94,6 +96,7 @@ def plan_prediction(
         cpu_threads=cpu_threads,
         worker_command=worker_command,
         checkpoint_sha256=_file_sha256(Path(checkpoint)),
+        weights=weights,
     )
 
 

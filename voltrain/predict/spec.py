@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Literal
 
 from funlib.geometry import Coordinate, Roi
 from pydantic import Field
@@ -51,6 +52,9 @@ class PredictionSpec(StrictModel):
     cpu_threads: int | None = Field(None, gt=0, description="None: every core of the worker")
     worker_command: list[str] | None = None
     checkpoint_sha256: str = ""
+    weights: Literal["student", "teacher"] = Field(
+        "student", description="the checkpoint's model, or a semi-supervised run's teacher"
+    )
 
     @property
     def roi(self) -> Roi:
@@ -90,6 +94,7 @@ class PredictionSpec(StrictModel):
         )
         return {
             "checkpoint_sha256": self.checkpoint_sha256,
+            "weights": self.weights,
             "network_hash": hashlib.sha256(network.encode()).hexdigest()[:16],
             "input": self.input,
             "roi_offset": self.roi_offset,

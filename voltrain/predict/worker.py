@@ -54,7 +54,7 @@ class BlockPredictor:
         task = spec.task.build()
         state = load_checkpoint(spec.checkpoint)
         model = build_model(spec.model, spec.input_channels, task.num_channels)
-        load_model_state(model, state, spec.checkpoint)
+        load_model_state(model, state, spec.checkpoint, spec.weights)
         self.model = model.to(device).eval()
         input_config = InputConfig(
             normalize_factor=spec.normalize_factor,

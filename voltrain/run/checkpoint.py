@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from voltrain.atomic import atomic_write
-from voltrain.errors import CheckpointError
+from voltrain.errors import CheckpointError, ConfigError
 from voltrain.faults.os_errors import RecordingWriter
 
 _NAME = re.compile(r"^iteration_(\d+)\.pt$")
@@ -106,11 +106,29 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
-def load_model_state(model: torch.nn.Module, state: dict, path: Path) -> None:
-    """Load model weights strictly: a checkpoint of another model is an error, not a partial
-    load."""
+def model_weights(state: dict, path: Path, weights: str = "student") -> dict:
+    """The network weights a checkpoint holds: the trained model's (``student``), or the mean
+    teacher of a semi-supervised run (``teacher``, kept as ``trainer.teacher``)."""
+    if weights == "student":
+        return state["model"]
+    if weights != "teacher":
+        raise ConfigError(f"--weights: expected student or teacher, got '{weights}'")
+    teacher = (state.get("trainer") or {}).get("teacher")
+    if teacher is None:
+        raise CheckpointError(
+            f"--weights teacher: checkpoint '{path}' holds no teacher (only a "
+            "trainer.type: semi_supervised run keeps one)"
+        )
+    return teacher
+
+
+def load_model_state(
+    model: torch.nn.Module, state: dict, path: Path, weights: str = "student"
+) -> None:
+    """Load model weights (see ``model_weights``) strictly: a checkpoint of another model is
+    an error, not a partial load."""
     try:
-        model.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(model_weights(state, path, weights), strict=True)
     except RuntimeError as error:
         lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
         detail = lines[1] if len(lines) > 1 else lines[0]
