@@ -32,8 +32,10 @@ from voltrain.init_geometry import (
     estimated_gib,
     fine_axes,
     is_anisotropic,
+    kernel_sizes,
     target_shape,
 )
+from voltrain.init_task import count_classes, has_affinities, segment_section, task_section
 from voltrain.init_text import comments, header, summary
 from voltrain.models.unet import UNetConfig, output_shape
 
@@ -58,6 +60,8 @@ class InitRequest:
     memory_gib: float = 8.0
     levels: int = 3
     num_fmaps: int = 12
+    num_classes: int | None = None
+    """``--num-classes`` (multiclass); None: read from the labels."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,8 @@ class ArrayFacts:
     gt_shape: tuple[int, ...]
     """The labels' extent in raw voxels."""
     mask_coverage: float | None
+    num_classes: int | None = None
+    """Classes counted in the labels (multiclass without ``--num-classes``), else None."""
 
 
 def write_initial_config(request: InitRequest, out: Path) -> str:
@@ -78,7 +84,7 @@ def write_initial_config(request: InitRequest, out: Path) -> str:
     facts = inspect_arrays(request)
     config, model = initial_config(request, facts)
     parse_config(config, source=str(out))  # the same checks `voltrain train` makes
-    notes = comments(facts, model, config["trainer"]["input_shape"], request.task)
+    notes = comments(facts, model, config["trainer"]["input_shape"], request)
     text = commented_yaml(config, notes, header(request, facts))
     if not out.parent.is_dir():
         raise ConfigError(f"--out: directory {out.parent} does not exist")
@@ -86,7 +92,8 @@ def write_initial_config(request: InitRequest, out: Path) -> str:
     partial.write_text(text)
     partial.replace(out)
     shape = config["trainer"]["input_shape"]
-    return summary(out, facts, model, shape, output_shape(model, shape), config["trainer"])
+    output = output_shape(model, shape)
+    return summary(out, facts, model, shape, output, config["trainer"], config["task"])
 
 
 def _check_request(request: InitRequest) -> None:
@@ -96,6 +103,10 @@ def _check_request(request: InitRequest) -> None:
         raise ConfigError(f"--num-fmaps must be positive, got {request.num_fmaps}")
     if not request.memory_gib > 0:
         raise ConfigError(f"--memory must be positive GiB, got {request.memory_gib}")
+    if request.num_classes is not None and request.task != "multiclass":
+        raise ConfigError(f"--num-classes is for --task multiclass, not {request.task}")
+    if request.num_classes is not None and request.num_classes < 2:
+        raise ConfigError(f"--num-classes must be at least 2, got {request.num_classes}")
 
 
 def inspect_arrays(request: InitRequest) -> ArrayFacts:
@@ -110,6 +121,9 @@ def inspect_arrays(request: InitRequest) -> ArrayFacts:
         # in raw voxels, the network's unit, should the labels be coarser than raw
         gt_shape=tuple(gt.roi.shape / raw.voxel_size),
         mask_coverage=None if mask is None else mask_coverage(mask, request.mask),
+        num_classes=count_classes(gt, request.gt)
+        if request.task == "multiclass" and request.num_classes is None
+        else None,
     )
 
 
@@ -132,6 +146,7 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
             num_fmaps=request.num_fmaps,
             fmap_inc_factor=5 if pooling == 3 else 3,
             downsample_factors=factors,
+            kernel_sizes=kernel_sizes(voxel_size, factors),
         )
     )
     tied = fine_axes(voxel_size) if is_anisotropic(voxel_size) else list(range(3))
@@ -140,14 +155,17 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
     _check_fits(request, facts, model, shape)
     dataset = {"name": Path(request.gt).parent.stem or "volume", "raw": request.raw}
     dataset |= {"gt": request.gt} | ({"mask": request.mask} if request.mask else {})
+    kernel = "kernel_size" if model.kernel_sizes is None else "kernel_sizes"
     config = {
         "data": {"train": [{k: _absolute(v) if k != "name" else v for k, v in dataset.items()}]},
         "model": model.model_dump(
-            include={"num_fmaps", "fmap_inc_factor", "downsample_factors", "kernel_size"}
+            include={"num_fmaps", "fmap_inc_factor", "downsample_factors", kernel}
         ),
-        "task": _task(request.task),
+        "task": task_section(request.task, voxel_size, request.num_classes or facts.num_classes),
         "trainer": _trainer(facts, list(shape)),
     }
+    if has_affinities(request.task):
+        config["segment"] = segment_section(voxel_size)
     return config, model
 
 
@@ -201,13 +219,6 @@ def _voxel_count(text: str) -> float:
 def _absolute(path: str) -> str:
     """A local path made absolute (the config may be written elsewhere); URLs unchanged."""
     return path if "://" in path else str(Path(path).resolve())
-
-
-def _task(name: str) -> dict[str, Any]:
-    if name == "affinities":
-        neighborhood = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
-        return {"type": "affinities", "neighborhood": neighborhood, "balance_weights": True}
-    return {"type": name, "balance_weights": True}
 
 
 def _trainer(facts: ArrayFacts, input_shape: list[int]) -> dict[str, Any]:

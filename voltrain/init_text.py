@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voltrain.init_geometry import estimated_gib, fine_axes, is_anisotropic
+from voltrain.init_geometry import FLAT_KERNEL_RATIO, estimated_gib, fine_axes, is_anisotropic
+from voltrain.init_task import task_comments
 from voltrain.models.unet import UNetConfig
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def header(request: InitRequest, facts: ArrayFacts) -> str:
 
 
 def comments(
-    facts: ArrayFacts, model: UNetConfig, input_shape: list[int], task: str
+    facts: ArrayFacts, model: UNetConfig, input_shape: list[int], request: InitRequest
 ) -> dict[str, str]:
     """Comments above the keys whose values ``init`` chose, saying why."""
     voxel_size = tuple(facts.voxel_size)
@@ -53,13 +54,21 @@ def comments(
             f"\nRaw is {facts.raw_dtype}: it is used as is, and the intensity and noise augments"
             "\nclip it to [0, 1]; scale it to [0, 1] (trainer.normalize_factor) if it is not."
         )
+    counted = request.num_classes is None
     return {
         "model.downsample_factors": "Per level, (z, y, x) pooling: the finer axes are pooled "
         "until the voxels are\nnear-isotropic, then all axes.",
-        "task": "Affinities to neighbours along z, y, x; add long-range offsets (e.g. [0, -8, 0])"
-        "\nfor a more robust agglomeration."
-        if task == "affinities"
-        else "",
+        "model.kernel_sizes": "Per level, top first, the (z, y, x) convolution kernel: 1 "
+        f"along axes still {FLAT_KERNEL_RATIO:g}x or\nmore coarser than the finest at that "
+        "level (no mixing of sections before the plane\nhas context), 3 once the voxels are "
+        "near-isotropic.",
+        **task_comments(request.task, voxel_size, counted),
+        "segment": "`voltrain segment` settings: one segmentation per threshold, to compare"
+        + (
+            ";\neach z section flooded on its own (sections may be shifted)."
+            if voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
+            else "."
+        ),
         "trainer.learning_rate": "Run `voltrain lr-find` on this file to choose it.",
         "trainer.input_shape": f"A shape the U-Net accepts, proportional to its context (most "
         f"output per input);\nabout {estimated_gib(model, input_shape):.1f} GiB of accelerator "
@@ -71,7 +80,13 @@ def comments(
 
 
 def summary(
-    out: Path, facts: ArrayFacts, model: UNetConfig, shape, output, trainer: dict[str, Any]
+    out: Path,
+    facts: ArrayFacts,
+    model: UNetConfig,
+    shape,
+    output,
+    trainer: dict[str, Any],
+    task: dict[str, Any],
 ) -> str:
     """What ``voltrain init`` prints: the choices and the file."""
     voxel = " x ".join(str(v) for v in facts.voxel_size)
@@ -79,10 +94,19 @@ def summary(
         [
             f"voxel size:  {voxel} (z, y, x)",
             f"downsample:  {model.downsample_factors}",
+            f"kernels:     {[list(k) for k in model.level_kernel_shapes]}",
             f"input shape: {list(shape)} -> output {list(output)} "
             f"(about {estimated_gib(model, shape):.1f} GiB to train)",
             f"loader:      {trainer['num_data_fetchers']} data fetchers, "
             f"min_masked {trainer['min_masked']}",
+            f"task:        {_task_line(task)}",
             f"config:      {out}",
         ]
     )
+
+
+def _task_line(task: dict[str, Any]) -> str:
+    """The task type and the keys ``init`` chose for it, e.g. ``lsd (sigma 80.0)``."""
+    chosen = {k: v for k, v in task.items() if k in ("scale", "sigma", "num_classes")}
+    keys = ", ".join(f"{k} {v}" for k, v in chosen.items())
+    return f"{task['type']} ({keys})" if keys else task["type"]
