@@ -69,16 +69,18 @@ def kernel_sizes(voxel_size: Sequence[float], factors: list[list[int]]) -> list[
 
     An axis whose voxels (after the pooling above the level) are at least
     ``FLAT_KERNEL_RATIO`` times the finest gets kernel 1: a 3-voxel kernel along 40 nm
-    sections would mix sections before the 4 nm plane has any context. At 40 x 4 x 4 nm with
-    [1, 3, 3], [1, 3, 3], [3, 3, 3] pooling: [1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3].
+    sections would mix sections before the 4 nm plane has any context. The bottom level
+    convolves along every axis, so that even a shallow network sees neighbouring sections
+    (an affinity along z needs them). At 40 x 4 x 4 nm with [1, 3, 3], [1, 3, 3], [3, 3, 3]
+    pooling: [1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3].
     """
     current = [float(v) for v in voxel_size]
     kernels = []
-    for level in range(len(factors) + 1):
+    for level in factors:
         finest = min(current)
         kernels.append([1 if v >= FLAT_KERNEL_RATIO * finest else 3 for v in current])
-        if level < len(factors):
-            current = [v * f for v, f in zip(current, factors[level], strict=True)]
+        current = [v * f for v, f in zip(current, level, strict=True)]
+    kernels.append([3] * len(current))
     return kernels if any(1 in kernel for kernel in kernels) else None
 
 
@@ -102,7 +104,8 @@ def target_shape(model: UNetConfig, voxels: float) -> list[float]:
     anisotropic networks above it is also a field of view of similar length in world units
     along every axis, since their context in voxels follows the voxel size.
     """
-    contexts = [_context(model, axis) for axis in range(len(model.kernel_shape))]
+    # a context of 0 (kernel 1 and no pooling along an axis) would take no share
+    contexts = [max(1, _context(model, axis)) for axis in range(len(model.kernel_shape))]
     scale = (voxels / math.prod(contexts)) ** (1 / len(contexts))
     return [scale * context for context in contexts]
 
