@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from voltrain.errors import ConfigError, DataError
+from voltrain.init_geometry import FLAT_KERNEL_RATIO
 
 TASK_NAMES = ("affinities", "binary", "distances", "multiclass", "lsd", "affinities+lsd")
 """The built-in tasks ``voltrain init`` writes a section for."""
@@ -55,9 +56,14 @@ def segment_section(voxel_size: tuple[int, ...]) -> dict[str, Any]:
     """The ``segment`` mapping: a few thresholds to compare, sections flooded one by one
     where z is the coarse axis (serial sections may be shifted against each other)."""
     section: dict[str, Any] = {"thresholds": [0.3, 0.5, 0.7]}
-    if voxel_size[0] >= 2 * max(voxel_size[1:]):
+    if sections_are_coarse(voxel_size):
         section["fragments_per_section"] = True
     return section
+
+
+def sections_are_coarse(voxel_size: tuple[int, ...]) -> bool:
+    """Whether z is the coarse axis, as in serial-section EM (40 x 4 x 4 nm)."""
+    return voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
 
 
 def count_classes(gt, path: str) -> int:

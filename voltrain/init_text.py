@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voltrain.init_geometry import FLAT_KERNEL_RATIO, estimated_gib, fine_axes, is_anisotropic
-from voltrain.init_task import task_comments
+from voltrain.init_task import sections_are_coarse, task_comments
 from voltrain.models.unet import UNetConfig
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def comments(
         "segment": "`voltrain segment` settings: one segmentation per threshold, to compare"
         + (
             ";\neach z section flooded on its own (sections may be shifted)."
-            if voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
+            if sections_are_coarse(voxel_size)
             else "."
         ),
         "trainer.learning_rate": "Run `voltrain lr-find` on this file to choose it.",
