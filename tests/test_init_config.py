@@ -239,12 +239,15 @@ def test_init_counts_the_classes_or_demands_the_flag(volume, tmp_path, monkeypat
         voxel_size=Coordinate(8, 8, 8),
         dtype="u1",
     )
-    classes[classes.roi] = (labels % 4).astype("u1")  # ids 0..3
+    ids = (labels % 4).astype("u1")  # classes 0..3
+    ids[labels % 5 == 4] = 255  # the common mark of unlabelled voxels
+    classes[classes.roi] = ids
     argv = ["init", "--raw", str(volume / "raw"), "--gt", str(tmp_path / "classes.zarr/classes")]
     argv += ["--task", "multiclass", "--levels", "1", "--num-fmaps", "3"]
     out = tmp_path / "config.yaml"
     assert main([*argv, "--out", str(out)]) == 0
-    assert load_config(out).task.num_classes == 4
+    task = load_config(out).task
+    assert task.num_classes == 4 and task.ignore_label == 255
     assert "largest class id in the labels plus one" in out.read_text()
 
     # labels too large to scan: the flag is demanded, nothing is written
@@ -256,6 +259,7 @@ def test_init_counts_the_classes_or_demands_the_flag(volume, tmp_path, monkeypat
     assert not other.exists()
     assert main([*argv, "--num-classes", "6", "--out", str(other)]) == 0
     assert load_config(other).task.num_classes == 6
+    assert "task:        multiclass (num_classes 6)" in capsys.readouterr().out
     binary = [*argv, "--task", "binary", "--num-classes", "6"]  # the last --task wins
     assert main([*binary, "--out", str(other), "--force"]) == 2
     assert "--num-classes is for --task multiclass" in capsys.readouterr().err

@@ -35,7 +35,13 @@ from voltrain.init_geometry import (
     kernel_sizes,
     target_shape,
 )
-from voltrain.init_task import count_classes, has_affinities, segment_section, task_section
+from voltrain.init_task import (
+    ClassIds,
+    count_classes,
+    has_affinities,
+    segment_section,
+    task_section,
+)
 from voltrain.init_text import comments, header, summary
 from voltrain.models.unet import UNetConfig, output_shape
 
@@ -74,8 +80,8 @@ class ArrayFacts:
     gt_shape: tuple[int, ...]
     """The labels' extent in raw voxels."""
     mask_coverage: float | None
-    num_classes: int | None = None
-    """Classes counted in the labels (multiclass without ``--num-classes``), else None."""
+    classes: ClassIds | None = None
+    """The multiclass labels' ids: ``--num-classes``, else counted in the labels."""
 
 
 def write_initial_config(request: InitRequest, out: Path) -> str:
@@ -121,10 +127,16 @@ def inspect_arrays(request: InitRequest) -> ArrayFacts:
         # in raw voxels, the network's unit, should the labels be coarser than raw
         gt_shape=tuple(gt.roi.shape / raw.voxel_size),
         mask_coverage=None if mask is None else mask_coverage(mask, request.mask),
-        num_classes=count_classes(gt, request.gt)
-        if request.task == "multiclass" and request.num_classes is None
-        else None,
+        classes=_classes(request, gt),
     )
+
+
+def _classes(request: InitRequest, gt) -> ClassIds | None:
+    if request.task != "multiclass":
+        return None
+    if request.num_classes is not None:
+        return ClassIds(request.num_classes)
+    return count_classes(gt, request.gt)
 
 
 def mask_coverage(mask, path: str) -> float:
@@ -161,7 +173,7 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
         "model": model.model_dump(
             include={"num_fmaps", "fmap_inc_factor", "downsample_factors", kernel}
         ),
-        "task": task_section(request.task, voxel_size, request.num_classes or facts.num_classes),
+        "task": task_section(request.task, voxel_size, facts.classes),
         "trainer": _trainer(facts, list(shape)),
     }
     if has_affinities(request.task):

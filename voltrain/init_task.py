@@ -7,13 +7,16 @@ Tasks with required keys get values from the arrays ``init`` already opened:
   also 80 nm, so that the window spans two sections rather than one.
 - ``multiclass.num_classes`` is the largest class id in the labels plus one, read whole when
   the labels hold at most ``MAX_SCAN_VOXELS`` voxels (chunk by chunk); larger labels, or
-  ones that are not integers, need ``--num-classes``.
+  ones that are not integers, need ``--num-classes``. An id of 255 apart from the others
+  (0..k with k < 254) is the common mark of unlabelled voxels: it becomes ``ignore_label``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
 
 from voltrain.errors import ConfigError, DataError
@@ -25,7 +28,19 @@ MAX_SCAN_VOXELS = 2**27
 """Labels up to this many voxels (128 Mi, seconds to read) are scanned for class ids."""
 MAX_CLASSES = 256
 """More ids than this are object ids, not classes."""
+UNLABELLED = 255
+"""The id datasets commonly use for unlabelled voxels in class labels."""
 NEIGHBORHOOD = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
+
+
+@dataclass(frozen=True)
+class ClassIds:
+    """The class ids of multiclass labels: how many, and which one carries no loss."""
+
+    num_classes: int
+    ignore_label: int | None = None
+    counted: bool = False
+    """Read from the labels (rather than given as ``--num-classes``)."""
 
 
 def has_affinities(task: str) -> bool:
@@ -38,14 +53,17 @@ def world_window(voxel_size: tuple[int, ...]) -> float:
     return float(max(10 * min(voxel_size), 2 * max(voxel_size)))
 
 
-def task_section(task: str, voxel_size: tuple[int, ...], num_classes: int | None) -> dict:
-    """The ``task`` mapping for ``task`` (``num_classes`` is needed for multiclass)."""
+def task_section(task: str, voxel_size: tuple[int, ...], classes: ClassIds | None) -> dict:
+    """The ``task`` mapping for ``task`` (``classes`` is needed for multiclass)."""
     window = world_window(voxel_size)
+    multiclass: dict[str, Any] = {"num_classes": classes.num_classes if classes else None}
+    if classes and classes.ignore_label is not None:
+        multiclass["ignore_label"] = classes.ignore_label
     sections: dict[str, dict[str, Any]] = {
         "affinities": {"neighborhood": NEIGHBORHOOD, "balance_weights": True},
         "binary": {"balance_weights": True},
         "distances": {"scale": window},
-        "multiclass": {"num_classes": num_classes},
+        "multiclass": multiclass,
         "lsd": {"sigma": window},
         "affinities+lsd": {"neighborhood": NEIGHBORHOOD, "balance_weights": True, "sigma": window},
     }
@@ -66,8 +84,9 @@ def sections_are_coarse(voxel_size: tuple[int, ...]) -> bool:
     return voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
 
 
-def count_classes(gt, path: str) -> int:
-    """``num_classes`` of the labels at ``path``: their largest id plus one.
+def count_classes(gt, path: str) -> ClassIds:
+    """The class ids of the labels at ``path``: their largest id plus one classes, and 255
+    as ``ignore_label`` where it stands apart from the others.
 
     Raises ``ConfigError`` naming ``--num-classes`` when that cannot be read cheaply, and
     ``DataError`` when the labels hold a single class or look like object ids.
@@ -83,18 +102,21 @@ def count_classes(gt, path: str) -> int:
             f"--gt: '{path}' has {voxels} voxels, too many to scan for class ids; pass "
             "--num-classes for multiclass"
         )
-    largest = int(gt.data.max().compute())
-    if largest < 1 or largest >= MAX_CLASSES:
+    ids = [int(i) for i in da.unique(gt.data).compute()]  # chunk by chunk
+    ignore = UNLABELLED if len(ids) > 1 and ids[-1] == UNLABELLED and ids[-2] < 254 else None
+    largest = ids[-2] if ignore is not None else ids[-1]
+    if largest < 1 or largest >= MAX_CLASSES or ids[0] < 0:
         raise DataError(
-            f"--gt: '{path}' holds ids 0..{largest}, not 2 to {MAX_CLASSES} classes; pass "
-            "--num-classes for multiclass"
+            f"--gt: '{path}' holds ids {ids[0]}..{largest}, not 2 to {MAX_CLASSES} classes; "
+            "pass --num-classes for multiclass"
         )
-    return largest + 1
+    return ClassIds(largest + 1, ignore, counted=True)
 
 
-def task_comments(task: str, voxel_size: tuple[int, ...], counted: bool) -> dict[str, str]:
-    """Comments above the task keys ``init`` chose (``counted``: num_classes was read from
-    the labels rather than given)."""
+def task_comments(
+    task: str, voxel_size: tuple[int, ...], classes: ClassIds | None
+) -> dict[str, str]:
+    """Comments above the task keys ``init`` chose."""
     window = world_window(voxel_size)
     rule = (
         f"World units: max(10 x finest voxel, 2 x coarsest voxel) = {window:g}, several\n"
@@ -114,8 +136,10 @@ def task_comments(task: str, voxel_size: tuple[int, ...], counted: bool) -> dict
         "multiclass": {
             "task": "One class id per voxel (0 is background).",
             "task.num_classes": "The largest class id in the labels plus one."
-            if counted
+            if classes and classes.counted
             else "Given by --num-classes.",
+            "task.ignore_label": f"Id {UNLABELLED} stands apart from the classes: unlabelled "
+            "voxels, no loss.",
         },
         "lsd": {
             "task": "Local shape descriptors (10 channels) of each object.",

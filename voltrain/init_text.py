@@ -14,6 +14,9 @@ from voltrain.models.unet import UNetConfig
 if TYPE_CHECKING:
     from voltrain.init_config import ArrayFacts, InitRequest
 
+CHOSEN_TASK_KEYS = ("scale", "sigma", "num_classes", "ignore_label")
+"""The task keys ``init`` derives from the data, printed in its summary."""
+
 
 def header(request: InitRequest, facts: ArrayFacts) -> str:
     """The comment at the top of the file: where it came from and how to use it."""
@@ -54,7 +57,6 @@ def comments(
             f"\nRaw is {facts.raw_dtype}: it is used as is, and the intensity and noise augments"
             "\nclip it to [0, 1]; scale it to [0, 1] (trainer.normalize_factor) if it is not."
         )
-    counted = request.num_classes is None
     return {
         "model.downsample_factors": "Per level, (z, y, x) pooling: the finer axes are pooled "
         "until the voxels are\nnear-isotropic, then all axes.",
@@ -62,7 +64,7 @@ def comments(
         f"along axes still {FLAT_KERNEL_RATIO:g}x or\nmore coarser than the finest at that "
         "level (no mixing of sections before the plane\nhas context), 3 once the voxels are "
         "near-isotropic.",
-        **task_comments(request.task, voxel_size, counted),
+        **task_comments(request.task, voxel_size, facts.classes),
         "segment": "`voltrain segment` settings: one segmentation per threshold, to compare"
         + (
             ";\neach z section flooded on its own (sections may be shifted)."
@@ -107,6 +109,6 @@ def summary(
 
 def _task_line(task: dict[str, Any]) -> str:
     """The task type and the keys ``init`` chose for it, e.g. ``lsd (sigma 80.0)``."""
-    chosen = {k: v for k, v in task.items() if k in ("scale", "sigma", "num_classes")}
+    chosen = {k: v for k, v in task.items() if k in CHOSEN_TASK_KEYS}
     keys = ", ".join(f"{k} {v}" for k, v in chosen.items())
     return f"{task['type']} ({keys})" if keys else task["type"]
