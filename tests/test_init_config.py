@@ -215,6 +215,7 @@ def test_init_writes_every_task_with_a_network_that_takes_its_input(
     assert output.shape[1] == built.num_channels
     assert tuple(output.shape[2:]) == tuple(output_shape(config.model, shape))
     text = out.read_text()
+    _check_against_schema(yaml.safe_load(text))
     # only tasks with affinity channels can be segmented; z sections are flooded one by one
     assert ("segment:" in text) == (task in ("affinities", "affinities+lsd"))
     if "segment:" in text:
