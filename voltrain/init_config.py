@@ -33,6 +33,7 @@ from voltrain.init_geometry import (
     fine_axes,
     is_anisotropic,
     kernel_sizes,
+    sections_are_coarse,
     target_shape,
 )
 from voltrain.init_task import (
@@ -177,7 +178,7 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
         "trainer": _trainer(facts, list(shape)),
     }
     if has_affinities(request.task):
-        config["segment"] = segment_section(voxel_size)
+        config["segment"] = segment_section(sections_are_coarse(voxel_size))
     return config, model
 
 

@@ -63,6 +63,11 @@ def downsample_factors(voxel_size: Sequence[float], levels: int) -> list[list[in
     return factors
 
 
+def sections_are_coarse(voxel_size: Sequence[float]) -> bool:
+    """Whether z is the coarse axis, as in serial-section EM (40 x 4 x 4 nm)."""
+    return voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
+
+
 def kernel_sizes(voxel_size: Sequence[float], factors: list[list[int]]) -> list[list[int]] | None:
     """Per U-Net level, top first, the (z, y, x) convolution kernel for this voxel size, or
     None where every level would use 3 x 3 x 3.

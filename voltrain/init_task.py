@@ -16,11 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import dask.array as da
 import numpy as np
 
 from voltrain.errors import ConfigError, DataError
-from voltrain.init_geometry import FLAT_KERNEL_RATIO
 
 TASK_NAMES = ("affinities", "binary", "distances", "multiclass", "lsd", "affinities+lsd")
 """The built-in tasks ``voltrain init`` writes a section for."""
@@ -70,18 +68,13 @@ def task_section(task: str, voxel_size: tuple[int, ...], classes: ClassIds | Non
     return {"type": task, **sections[task]}
 
 
-def segment_section(voxel_size: tuple[int, ...]) -> dict[str, Any]:
-    """The ``segment`` mapping: a few thresholds to compare, sections flooded one by one
-    where z is the coarse axis (serial sections may be shifted against each other)."""
+def segment_section(coarse_sections: bool) -> dict[str, Any]:
+    """The ``segment`` mapping: a few thresholds to compare, and with ``coarse_sections``
+    (z the coarse axis) sections flooded one by one, since they may be shifted."""
     section: dict[str, Any] = {"thresholds": [0.3, 0.5, 0.7]}
-    if sections_are_coarse(voxel_size):
+    if coarse_sections:
         section["fragments_per_section"] = True
     return section
-
-
-def sections_are_coarse(voxel_size: tuple[int, ...]) -> bool:
-    """Whether z is the coarse axis, as in serial-section EM (40 x 4 x 4 nm)."""
-    return voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
 
 
 def count_classes(gt, path: str) -> ClassIds:
@@ -102,7 +95,9 @@ def count_classes(gt, path: str) -> ClassIds:
             f"--gt: '{path}' has {voxels} voxels, too many to scan for class ids; pass "
             "--num-classes for multiclass"
         )
-    ids = [int(i) for i in da.unique(gt.data).compute()]  # chunk by chunk
+    import dask.array  # here: the command line imports this module to list the tasks
+
+    ids = [int(i) for i in dask.array.unique(gt.data).compute()]  # chunk by chunk
     ignore = UNLABELLED if len(ids) > 1 and ids[-1] == UNLABELLED and ids[-2] < 254 else None
     largest = ids[-2] if ignore is not None else ids[-1]
     if largest < 1 or largest >= MAX_CLASSES or ids[0] < 0:

@@ -7,8 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voltrain.init_geometry import FLAT_KERNEL_RATIO, estimated_gib, fine_axes, is_anisotropic
-from voltrain.init_task import sections_are_coarse, task_comments
+from voltrain.init_geometry import (
+    FLAT_KERNEL_RATIO,
+    estimated_gib,
+    fine_axes,
+    is_anisotropic,
+    sections_are_coarse,
+)
+from voltrain.init_task import task_comments
 from voltrain.models.unet import UNetConfig
 
 if TYPE_CHECKING:
