@@ -19,7 +19,7 @@ from voltrain.init_geometry import (
     kernel_sizes,
     target_shape,
 )
-from voltrain.init_task import TASK_NAMES
+from voltrain.init_task import TASK_NAMES, world_window
 from voltrain.models.unet import UNetConfig, build_model, output_shape
 from voltrain.schema import experiment_schema
 from voltrain.synthetic import make_synthetic_volume
@@ -53,6 +53,16 @@ def test_downsampling_makes_voxels_near_isotropic_before_pooling_the_coarse_axis
 )
 def test_kernels_stay_in_plane_while_the_plane_is_much_finer(voxel_size, levels, expected):
     assert kernel_sizes(voxel_size, downsample_factors(voxel_size, levels)) == expected
+
+
+@pytest.mark.parametrize(
+    "voxel_size, expected",
+    [((8, 8, 8), 80.0), ((40, 4, 4), 80.0), ((4, 4, 4), 40.0), ((50, 4, 4), 100.0)],
+)
+def test_lsd_sigma_and_distance_scale_span_several_voxels_on_every_axis(voxel_size, expected):
+    # 80 nm at 8 nm is the LSD paper's sigma; at least two voxels along the coarse axis
+    assert world_window(voxel_size) == expected
+    assert all(expected / v >= 2 for v in voxel_size)
 
 
 def test_input_shape_is_valid_fits_the_labels_and_grows_with_the_budget():

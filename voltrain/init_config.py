@@ -2,8 +2,9 @@
 
 It reads the arrays' voxel sizes, shapes and dtypes (through ``voltrain.data.open_array``,
 so every format training reads), then chooses what users otherwise guess: per-level
-downsampling and a valid input shape (``voltrain.init_geometry``), augments that suit the
-anisotropy, loader workers from the CPU count and ``min_masked`` from the mask's coverage.
+downsampling, per-level kernels and a valid input shape (``voltrain.init_geometry``), the
+task's required keys (``voltrain.init_task``), augments that suit the anisotropy, loader
+workers from the CPU count and ``min_masked`` from the mask's coverage.
 The config is validated like any other before the file is written, and the file is
 written whole (to a temporary name, then renamed).
 """
