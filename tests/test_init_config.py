@@ -7,13 +7,20 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from voltrain.cli import main
 from voltrain.experiment import load_config
 from voltrain.inference import check_centred
-from voltrain.init_geometry import choose_input_shape, downsample_factors, target_shape
-from voltrain.models.unet import UNetConfig, output_shape
+from voltrain.init_geometry import (
+    choose_input_shape,
+    downsample_factors,
+    kernel_sizes,
+    target_shape,
+)
+from voltrain.init_task import TASK_NAMES, world_window
+from voltrain.models.unet import UNetConfig, build_model, output_shape
 from voltrain.schema import experiment_schema
 from voltrain.synthetic import make_synthetic_volume
 
@@ -31,6 +38,31 @@ def test_downsampling_makes_voxels_near_isotropic_before_pooling_the_coarse_axis
     voxel_size, levels, expected
 ):
     assert downsample_factors(voxel_size, levels) == expected
+
+
+@pytest.mark.parametrize(
+    "voxel_size, levels, expected",
+    [
+        # configs/em_anisotropic.yaml's kernels: in-plane until 36 nm has caught up with 40
+        ((40, 4, 4), 3, [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3]]),
+        ((30, 8, 8), 2, [[1, 3, 3], [3, 3, 3], [3, 3, 3]]),
+        ((4, 4, 40), 2, [[3, 3, 1], [3, 3, 1], [3, 3, 3]]),
+        ((8, 8, 8), 3, None),  # isotropic: the default 3 x 3 x 3 everywhere
+        ((12, 8, 8), 2, None),  # less than 2x anisotropic
+    ],
+)
+def test_kernels_stay_in_plane_while_the_plane_is_much_finer(voxel_size, levels, expected):
+    assert kernel_sizes(voxel_size, downsample_factors(voxel_size, levels)) == expected
+
+
+@pytest.mark.parametrize(
+    "voxel_size, expected",
+    [((8, 8, 8), 80.0), ((40, 4, 4), 80.0), ((4, 4, 4), 40.0), ((50, 4, 4), 100.0)],
+)
+def test_lsd_sigma_and_distance_scale_span_several_voxels_on_every_axis(voxel_size, expected):
+    # 80 nm at 8 nm is the LSD paper's sigma; at least two voxels along the coarse axis
+    assert world_window(voxel_size) == expected
+    assert all(expected / v >= 2 for v in voxel_size)
 
 
 def test_input_shape_is_valid_fits_the_labels_and_grows_with_the_budget():
@@ -87,6 +119,11 @@ def test_init_writes_a_config_that_trains_as_written(case, tmp_path, capsys):
     assert trainer.min_masked == pytest.approx(min(0.5, mask.mean() / 2), abs=1e-3)
     assert trainer.num_data_fetchers >= 1
     elastic, simple = trainer.augments[0], trainer.augments[1]
+    if voxel_size[0] >= 2 * voxel_size[1]:
+        assert config.model.kernel_sizes[0] == [1, 3, 3]
+        assert config.model.kernel_sizes[-1] == [3, 3, 3]
+    else:
+        assert config.model.kernel_sizes is None
     if voxel_size[0] > voxel_size[1]:
         assert elastic.rotation_axes == [1, 2] and simple.transpose_axes == [1, 2]
         assert elastic.jitter_sigma[0] == 0 and elastic.jitter_sigma[1] > 0
@@ -95,8 +132,13 @@ def test_init_writes_a_config_that_trains_as_written(case, tmp_path, capsys):
         assert elastic.rotation_axes is None and simple.transpose_axes == [0, 1, 2]
         assert len(set(trainer.input_shape)) == 1
 
+    _check_trains(out, tmp_path)
+
+
+def _check_trains(config, tmp_path) -> None:
+    """Two training iterations through the CLI on ``config`` end with a finite loss."""
     # the test's copy uses no loader processes; the file itself keeps the CPU count
-    raw = yaml.safe_load(text)
+    raw = yaml.safe_load(config.read_text())
     raw["trainer"]["num_data_fetchers"] = 0
     copy = tmp_path / "copy.yaml"
     copy.write_text(yaml.safe_dump(raw))
@@ -148,3 +190,93 @@ def test_init_refuses_an_empty_mask_and_a_network_over_the_memory(volume, tmp_pa
     assert main(["init", *flags, "--memory", "0.01", "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert "--memory" in error and "GiB" in error and not out.exists()
+
+
+def _init_argv(data, out, *flags: str) -> list[str]:
+    argv = ["init", "--raw", str(data.container / data.raw), "--gt"]
+    argv += [str(data.container / data.labels), "--levels", "2", "--num-fmaps", "3"]
+    return [*argv, "--input-size", "30000", "--out", str(out), *flags]
+
+
+@pytest.fixture(scope="module")
+def serial_sections(tmp_path_factory):
+    """A tiny 40 x 4 x 4 nm volume, like serial-section EM."""
+    container = tmp_path_factory.mktemp("sections") / "data.zarr"
+    return make_synthetic_volume(
+        container, shape=(16, 48, 48), voxel_size=(40, 4, 4), num_cells=6, chunk_shape=(8, 16, 16)
+    )
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_init_writes_every_task_with_a_network_that_takes_its_input(
+    task, serial_sections, tmp_path, capsys
+):
+    out = tmp_path / "config.yaml"
+    assert main(_init_argv(serial_sections, out, "--task", task)) == 0
+    assert f"task:        {task}" in capsys.readouterr().out
+    config = load_config(out)
+    assert config.task.type == task
+    assert config.model.kernel_sizes[0] == [1, 3, 3]
+    shape = tuple(config.trainer.input_shape)
+    built = config.task.build()
+    with torch.device("meta"):  # the real forward pass, nothing allocated
+        model = build_model(config.model, 1, built.num_channels)
+        output = model(torch.empty(1, 1, *shape))
+    assert output.shape[1] == built.num_channels
+    assert tuple(output.shape[2:]) == tuple(output_shape(config.model, shape))
+    text = out.read_text()
+    _check_against_schema(yaml.safe_load(text))
+    # only tasks with affinity channels can be segmented; z sections are flooded one by one
+    assert ("segment:" in text) == (task in ("affinities", "affinities+lsd"))
+    if "segment:" in text:
+        assert config.segment.fragments_per_section
+    if task in ("lsd", "affinities+lsd"):
+        # max(10 x 4 nm, 2 x 40 nm): two sections, twenty in-plane voxels
+        assert config.task.sigma == [80.0, 80.0, 80.0] and "2 x coarsest voxel" in text
+    if task == "distances":
+        assert config.task.scale == 80.0 and "2 x coarsest voxel" in text
+
+
+def test_init_counts_the_classes_or_demands_the_flag(volume, tmp_path, monkeypatch, capsys):
+    import zarr
+    from funlib.geometry import Coordinate
+    from funlib.persistence import prepare_ds
+
+    labels = zarr.open_array(str(volume / "labels"), mode="r")[:]
+    classes = prepare_ds(
+        str(tmp_path / "classes.zarr/classes"),
+        labels.shape,
+        offset=Coordinate(16, 32, 48),
+        voxel_size=Coordinate(8, 8, 8),
+        dtype="u1",
+    )
+    ids = (labels % 4).astype("u1")  # classes 0..3
+    ids[labels % 5 == 4] = 255  # the common mark of unlabelled voxels
+    classes[classes.roi] = ids
+    argv = ["init", "--raw", str(volume / "raw"), "--gt", str(tmp_path / "classes.zarr/classes")]
+    argv += ["--task", "multiclass", "--levels", "1", "--num-fmaps", "3"]
+    out = tmp_path / "config.yaml"
+    assert main([*argv, "--out", str(out)]) == 0
+    task = load_config(out).task
+    assert task.num_classes == 4 and task.ignore_label == 255
+    assert "largest class id in the labels plus one" in out.read_text()
+
+    # labels too large to scan: the flag is demanded, nothing is written
+    monkeypatch.setattr("voltrain.init_task.MAX_SCAN_VOXELS", 1000)
+    other = tmp_path / "other.yaml"
+    assert main([*argv, "--out", str(other)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "--num-classes" in error and "--gt" in error
+    assert not other.exists()
+    assert main([*argv, "--num-classes", "6", "--out", str(other)]) == 0
+    assert load_config(other).task.num_classes == 6
+    assert "task:        multiclass (num_classes 6)" in capsys.readouterr().out
+    binary = [*argv, "--task", "binary", "--num-classes", "6"]  # the last --task wins
+    assert main([*binary, "--out", str(other), "--force"]) == 2
+    assert "--num-classes is for --task multiclass" in capsys.readouterr().err
+
+
+def test_an_init_written_lsd_config_trains(serial_sections, tmp_path):
+    out = tmp_path / "config.yaml"
+    assert main(_init_argv(serial_sections, out, "--task", "affinities+lsd")) == 0
+    _check_trains(out, tmp_path)

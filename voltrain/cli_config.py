@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from voltrain.errors import VoltrainError
+from voltrain.init_task import TASK_NAMES
 
 
 def add_config_parsers(commands) -> None:
@@ -21,7 +22,13 @@ def add_config_parsers(commands) -> None:
     init.add_argument("--raw", required=True, help="raw array, e.g. data.zarr/raw")
     init.add_argument("--gt", required=True, help="label array, e.g. data.zarr/labels")
     init.add_argument("--mask", help="mask array: where the labels can be trusted")
-    init.add_argument("--task", default="affinities", choices=["affinities", "binary"])
+    init.add_argument("--task", default="affinities", choices=TASK_NAMES)
+    init.add_argument(
+        "--num-classes",
+        type=int,
+        help="classes of --task multiclass, background included (default: the largest id "
+        "in --gt plus one, read when --gt is small enough)",
+    )
     init.add_argument(
         "--input-size",
         help="network input: a voxel count (2e6, 500k, 2M) or a shape Z,Y,X; it is moved "
@@ -55,6 +62,7 @@ def run_init(args: argparse.Namespace) -> None:
         memory_gib=args.memory,
         levels=args.levels,
         num_fmaps=args.num_fmaps,
+        num_classes=args.num_classes,
     )
     summary = write_initial_config(request, out)
     print(summary)

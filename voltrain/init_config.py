@@ -2,8 +2,9 @@
 
 It reads the arrays' voxel sizes, shapes and dtypes (through ``voltrain.data.open_array``,
 so every format training reads), then chooses what users otherwise guess: per-level
-downsampling and a valid input shape (``voltrain.init_geometry``), augments that suit the
-anisotropy, loader workers from the CPU count and ``min_masked`` from the mask's coverage.
+downsampling, per-level kernels and a valid input shape (``voltrain.init_geometry``), the
+task's required keys (``voltrain.init_task``), augments that suit the anisotropy, loader
+workers from the CPU count and ``min_masked`` from the mask's coverage.
 The config is validated like any other before the file is written, and the file is
 written whole (to a temporary name, then renamed).
 """
@@ -32,7 +33,16 @@ from voltrain.init_geometry import (
     estimated_gib,
     fine_axes,
     is_anisotropic,
+    kernel_sizes,
+    sections_are_coarse,
     target_shape,
+)
+from voltrain.init_task import (
+    ClassIds,
+    count_classes,
+    has_affinities,
+    segment_section,
+    task_section,
 )
 from voltrain.init_text import comments, header, summary
 from voltrain.models.unet import UNetConfig, output_shape
@@ -58,6 +68,8 @@ class InitRequest:
     memory_gib: float = 8.0
     levels: int = 3
     num_fmaps: int = 12
+    num_classes: int | None = None
+    """``--num-classes`` (multiclass); None: read from the labels."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class ArrayFacts:
     gt_shape: tuple[int, ...]
     """The labels' extent in raw voxels."""
     mask_coverage: float | None
+    classes: ClassIds | None = None
+    """The multiclass labels' ids: ``--num-classes``, else counted in the labels."""
 
 
 def write_initial_config(request: InitRequest, out: Path) -> str:
@@ -78,7 +92,7 @@ def write_initial_config(request: InitRequest, out: Path) -> str:
     facts = inspect_arrays(request)
     config, model = initial_config(request, facts)
     parse_config(config, source=str(out))  # the same checks `voltrain train` makes
-    notes = comments(facts, model, config["trainer"]["input_shape"], request.task)
+    notes = comments(facts, model, config["trainer"]["input_shape"], request)
     text = commented_yaml(config, notes, header(request, facts))
     if not out.parent.is_dir():
         raise ConfigError(f"--out: directory {out.parent} does not exist")
@@ -86,7 +100,8 @@ def write_initial_config(request: InitRequest, out: Path) -> str:
     partial.write_text(text)
     partial.replace(out)
     shape = config["trainer"]["input_shape"]
-    return summary(out, facts, model, shape, output_shape(model, shape), config["trainer"])
+    output = output_shape(model, shape)
+    return summary(out, facts, model, shape, output, config["trainer"], config["task"])
 
 
 def _check_request(request: InitRequest) -> None:
@@ -96,6 +111,10 @@ def _check_request(request: InitRequest) -> None:
         raise ConfigError(f"--num-fmaps must be positive, got {request.num_fmaps}")
     if not request.memory_gib > 0:
         raise ConfigError(f"--memory must be positive GiB, got {request.memory_gib}")
+    if request.num_classes is not None and request.task != "multiclass":
+        raise ConfigError(f"--num-classes is for --task multiclass, not {request.task}")
+    if request.num_classes is not None and request.num_classes < 2:
+        raise ConfigError(f"--num-classes must be at least 2, got {request.num_classes}")
 
 
 def inspect_arrays(request: InitRequest) -> ArrayFacts:
@@ -110,7 +129,16 @@ def inspect_arrays(request: InitRequest) -> ArrayFacts:
         # in raw voxels, the network's unit, should the labels be coarser than raw
         gt_shape=tuple(gt.roi.shape / raw.voxel_size),
         mask_coverage=None if mask is None else mask_coverage(mask, request.mask),
+        classes=_classes(request, gt),
     )
+
+
+def _classes(request: InitRequest, gt) -> ClassIds | None:
+    if request.task != "multiclass":
+        return None
+    if request.num_classes is not None:
+        return ClassIds(request.num_classes)
+    return count_classes(gt, request.gt)
 
 
 def mask_coverage(mask, path: str) -> float:
@@ -132,6 +160,7 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
             num_fmaps=request.num_fmaps,
             fmap_inc_factor=5 if pooling == 3 else 3,
             downsample_factors=factors,
+            kernel_sizes=kernel_sizes(voxel_size, factors),
         )
     )
     tied = fine_axes(voxel_size) if is_anisotropic(voxel_size) else list(range(3))
@@ -140,14 +169,17 @@ def initial_config(request: InitRequest, facts: ArrayFacts) -> tuple[dict[str, A
     _check_fits(request, facts, model, shape)
     dataset = {"name": Path(request.gt).parent.stem or "volume", "raw": request.raw}
     dataset |= {"gt": request.gt} | ({"mask": request.mask} if request.mask else {})
+    kernel = "kernel_size" if model.kernel_sizes is None else "kernel_sizes"
     config = {
         "data": {"train": [{k: _absolute(v) if k != "name" else v for k, v in dataset.items()}]},
         "model": model.model_dump(
-            include={"num_fmaps", "fmap_inc_factor", "downsample_factors", "kernel_size"}
+            include={"num_fmaps", "fmap_inc_factor", "downsample_factors", kernel}
         ),
-        "task": _task(request.task),
+        "task": task_section(request.task, voxel_size, facts.classes),
         "trainer": _trainer(facts, list(shape)),
     }
+    if has_affinities(request.task):
+        config["segment"] = segment_section(sections_are_coarse(voxel_size))
     return config, model
 
 
@@ -201,13 +233,6 @@ def _voxel_count(text: str) -> float:
 def _absolute(path: str) -> str:
     """A local path made absolute (the config may be written elsewhere); URLs unchanged."""
     return path if "://" in path else str(Path(path).resolve())
-
-
-def _task(name: str) -> dict[str, Any]:
-    if name == "affinities":
-        neighborhood = [[-1, 0, 0], [0, -1, 0], [0, 0, -1]]
-        return {"type": "affinities", "neighborhood": neighborhood, "balance_weights": True}
-    return {"type": name, "balance_weights": True}
 
 
 def _trainer(facts: ArrayFacts, input_shape: list[int]) -> dict[str, Any]:

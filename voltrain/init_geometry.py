@@ -5,7 +5,8 @@ Anisotropic data (serial-section EM at 40 x 4 x 4 nm) is downsampled in-plane fi
 the voxels are about as fine in-plane as along z, and only then along every axis, the way
 networks for such data are usually built. Rotation and transposition stay within the plane
 of equal voxel sizes, since swapping a 40 nm axis with a 4 nm one makes images the data
-never holds.
+never holds. For the same reason, convolutions stay in-plane ([1, 3, 3]) on the levels
+where the plane is still much finer than z.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from voltrain.models.unet import UNetConfig, axis_output_size
 
 ANISOTROPY = 1.5
 """Axes whose voxel sizes differ by less than this factor count as one plane."""
+FLAT_KERNEL_RATIO = 2.0
+"""Axes this many times coarser than the finest get convolution kernel 1 (``kernel_sizes``)."""
 MEMORY_USE = 0.75
 """Share of the accelerator's memory planned for activations; the rest is weights,
 optimizer state and the CUDA context."""
@@ -60,6 +63,32 @@ def downsample_factors(voxel_size: Sequence[float], levels: int) -> list[list[in
     return factors
 
 
+def sections_are_coarse(voxel_size: Sequence[float]) -> bool:
+    """Whether z is the coarse axis, as in serial-section EM (40 x 4 x 4 nm)."""
+    return voxel_size[0] >= FLAT_KERNEL_RATIO * max(voxel_size[1:])
+
+
+def kernel_sizes(voxel_size: Sequence[float], factors: list[list[int]]) -> list[list[int]] | None:
+    """Per U-Net level, top first, the (z, y, x) convolution kernel for this voxel size, or
+    None where every level would use 3 x 3 x 3.
+
+    An axis whose voxels (after the pooling above the level) are at least
+    ``FLAT_KERNEL_RATIO`` times the finest gets kernel 1: a 3-voxel kernel along 40 nm
+    sections would mix sections before the 4 nm plane has any context. The bottom level
+    convolves along every axis, so that even a shallow network sees neighbouring sections
+    (an affinity along z needs them). At 40 x 4 x 4 nm with [1, 3, 3], [1, 3, 3], [3, 3, 3]
+    pooling: [1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3].
+    """
+    current = [float(v) for v in voxel_size]
+    kernels = []
+    for level in factors:
+        finest = min(current)
+        kernels.append([1 if v >= FLAT_KERNEL_RATIO * finest else 3 for v in current])
+        current = [v * f for v, f in zip(current, level, strict=True)]
+    kernels.append([3] * len(current))
+    return kernels if any(1 in kernel for kernel in kernels) else None
+
+
 def activation_bytes_per_voxel(model: UNetConfig) -> float:
     """Approximate training memory per input voxel (batch of one): the feature maps kept
     for the backward pass at every level, down and up."""
@@ -80,7 +109,8 @@ def target_shape(model: UNetConfig, voxels: float) -> list[float]:
     anisotropic networks above it is also a field of view of similar length in world units
     along every axis, since their context in voxels follows the voxel size.
     """
-    contexts = [_context(model, axis) for axis in range(len(model.kernel_shape))]
+    # a context of 0 (kernel 1 and no pooling along an axis) would take no share
+    contexts = [max(1, _context(model, axis)) for axis in range(len(model.kernel_shape))]
     scale = (voxels / math.prod(contexts)) ** (1 / len(contexts))
     return [scale * context for context in contexts]
 

@@ -7,11 +7,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from voltrain.init_geometry import estimated_gib, fine_axes, is_anisotropic
+from voltrain.init_geometry import (
+    FLAT_KERNEL_RATIO,
+    estimated_gib,
+    fine_axes,
+    is_anisotropic,
+    sections_are_coarse,
+)
+from voltrain.init_task import task_comments
 from voltrain.models.unet import UNetConfig
 
 if TYPE_CHECKING:
     from voltrain.init_config import ArrayFacts, InitRequest
+
+CHOSEN_TASK_KEYS = ("scale", "sigma", "num_classes", "ignore_label")
+"""The task keys ``init`` derives from the data, printed in its summary."""
 
 
 def header(request: InitRequest, facts: ArrayFacts) -> str:
@@ -29,7 +39,7 @@ def header(request: InitRequest, facts: ArrayFacts) -> str:
 
 
 def comments(
-    facts: ArrayFacts, model: UNetConfig, input_shape: list[int], task: str
+    facts: ArrayFacts, model: UNetConfig, input_shape: list[int], request: InitRequest
 ) -> dict[str, str]:
     """Comments above the keys whose values ``init`` chose, saying why."""
     voxel_size = tuple(facts.voxel_size)
@@ -56,10 +66,17 @@ def comments(
     return {
         "model.downsample_factors": "Per level, (z, y, x) pooling: the finer axes are pooled "
         "until the voxels are\nnear-isotropic, then all axes.",
-        "task": "Affinities to neighbours along z, y, x; add long-range offsets (e.g. [0, -8, 0])"
-        "\nfor a more robust agglomeration."
-        if task == "affinities"
-        else "",
+        "model.kernel_sizes": "Per level, top first, the (z, y, x) convolution kernel: 1 "
+        f"along axes still {FLAT_KERNEL_RATIO:g}x or\nmore coarser than the finest at that "
+        "level (no mixing of sections before the plane\nhas context), 3 once the voxels are "
+        "near-isotropic.",
+        **task_comments(request.task, voxel_size, facts.classes),
+        "segment": "`voltrain segment` settings: one segmentation per threshold, to compare"
+        + (
+            ";\neach z section flooded on its own (sections may be shifted)."
+            if sections_are_coarse(voxel_size)
+            else "."
+        ),
         "trainer.learning_rate": "Run `voltrain lr-find` on this file to choose it.",
         "trainer.input_shape": f"A shape the U-Net accepts, proportional to its context (most "
         f"output per input);\nabout {estimated_gib(model, input_shape):.1f} GiB of accelerator "
@@ -71,7 +88,13 @@ def comments(
 
 
 def summary(
-    out: Path, facts: ArrayFacts, model: UNetConfig, shape, output, trainer: dict[str, Any]
+    out: Path,
+    facts: ArrayFacts,
+    model: UNetConfig,
+    shape,
+    output,
+    trainer: dict[str, Any],
+    task: dict[str, Any],
 ) -> str:
     """What ``voltrain init`` prints: the choices and the file."""
     voxel = " x ".join(str(v) for v in facts.voxel_size)
@@ -79,10 +102,19 @@ def summary(
         [
             f"voxel size:  {voxel} (z, y, x)",
             f"downsample:  {model.downsample_factors}",
+            f"kernels:     {[list(k) for k in model.level_kernel_shapes]}",
             f"input shape: {list(shape)} -> output {list(output)} "
             f"(about {estimated_gib(model, shape):.1f} GiB to train)",
             f"loader:      {trainer['num_data_fetchers']} data fetchers, "
             f"min_masked {trainer['min_masked']}",
+            f"task:        {_task_line(task)}",
             f"config:      {out}",
         ]
     )
+
+
+def _task_line(task: dict[str, Any]) -> str:
+    """The task type and the keys ``init`` chose for it, e.g. ``lsd (sigma 80.0)``."""
+    chosen = {k: v for k, v in task.items() if k in CHOSEN_TASK_KEYS}
+    keys = ", ".join(f"{k} {v}" for k, v in chosen.items())
+    return f"{task['type']} ({keys})" if keys else task["type"]
