@@ -3,12 +3,6 @@ every logged loss, gradient norm and learning rate, the snapshots and the final 
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +10,11 @@ import torch
 import zarr
 
 from tests.helpers import experiment_dict
+from tests.helpers.train_process import (
+    metric_rows,
+    run_training,
+    start_and_kill,
+)
 
 ITERATIONS = 14
 
@@ -38,53 +37,17 @@ def _config(volume, write_config) -> Path:
     return write_config(raw)
 
 
-def _command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "voltrain", "train", str(config), "--out", str(out)]
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def _run(config: Path, out: Path, *extra: str) -> None:
-    command = [*_command(config, out), "--no-progress", *extra]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
-    assert result.returncode == 0, result.stderr
-
-
-def _start_and_kill(config: Path, out: Path) -> int:
-    """Start training and SIGKILL it once it has written its first checkpoint; returns the
-    number of metric rows written by then."""
-    command = [*_command(config, out), "--no-progress"]
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
-    )
-    first = out / "checkpoints" / "iteration_00000003.pt"
-    deadline = time.monotonic() + 300
-    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "training ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-    return len((out / "metrics.jsonl").read_text().splitlines())
-
-
-def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_killed_and_resumed_run_matches_an_uninterrupted_one_bitwise(
     volume, write_config, tmp_path
 ):
     config = _config(volume, write_config)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    _run(config, whole)
-    rows_at_kill = _start_and_kill(config, killed)
+    run_training(config, whole)
+    rows_at_kill = start_and_kill(config, killed)
     assert rows_at_kill < ITERATIONS
-    _run(config, killed, "--resume")
+    run_training(config, killed, "--resume")
 
-    expected, resumed = _rows(whole), _rows(killed)
+    expected, resumed = metric_rows(whole), metric_rows(killed)
     assert [r["iteration"] for r in resumed] == list(range(1, ITERATIONS + 1))
     for key in ("loss", "grad_norm", "learning_rate"):
         assert [r[key] for r in resumed] == [r[key] for r in expected], key

@@ -5,14 +5,10 @@ a run killed with SIGKILL and resumed matches an uninterrupted one, teacher incl
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +18,13 @@ import zarr
 from funlib.persistence import open_ds
 
 from tests.helpers import experiment_dict
+from tests.helpers.train_process import (
+    metric_rows,
+    run_training,
+    start_and_kill,
+    train_command,
+    train_env,
+)
 from voltrain.cli import main
 from voltrain.errors import ConfigError
 from voltrain.experiment import load_config
@@ -111,40 +114,6 @@ def test_the_teacher_follows_the_student_and_ignores_a_skipped_step(
     assert not all(torch.equal(a, b) for a, b in zip(teachers[1], teachers[2], strict=True))
 
 
-def _command(config: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "voltrain", "train", str(config), "--out", str(out), *extra]
-
-
-def _env() -> dict:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def _run(config: Path, out: Path, *extra: str) -> None:
-    command = _command(config, out, "--no-progress", *extra)
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=_env())
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-def _start_and_kill(config: Path, out: Path) -> None:
-    """Start training and SIGKILL it once it has written its first checkpoint."""
-    command = _command(config, out, "--no-progress")
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
-    )
-    first = out / "checkpoints" / "iteration_00000003.pt"
-    deadline = time.monotonic() + 300
-    while not first.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None, "training ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL
-
-
-def _rows(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_killed_and_resumed_run_matches_an_uninterrupted_one(
     volume, unlabeled, write_config, tmp_path
 ):
@@ -160,11 +129,11 @@ def test_killed_and_resumed_run_matches_an_uninterrupted_one(
         )
     )
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    _run(config, whole)
-    _start_and_kill(config, killed)
-    _run(config, killed, "--resume")
+    run_training(config, whole)
+    start_and_kill(config, killed)
+    run_training(config, killed, "--resume")
 
-    expected, resumed = _rows(whole), _rows(killed)
+    expected, resumed = metric_rows(whole), metric_rows(killed)
     assert [r["iteration"] for r in resumed] == list(range(1, ITERATIONS + 1))
     for key in ("loss", "grad_norm", "consistency_loss", "pseudo_label_loss", "consistency_ramp"):
         assert [r[key] for r in resumed] == [r[key] for r in expected], key
@@ -217,9 +186,9 @@ def test_two_ranks_train_one_student_and_one_teacher(volume, unlabeled, write_co
         "--nproc_per_node=2",
         "--master_addr=127.0.0.1",
         f"--master_port={port}",
-        *_command(config, out, "--no-progress")[1:],
+        *train_command(config, out, "--no-progress")[1:],
     ]
-    env = {**_env(), "VOLTRAIN_DIST_TIMEOUT": "120"}
+    env = {**train_env(), "VOLTRAIN_DIST_TIMEOUT": "120"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     state = torch.load(out / "checkpoints" / "iteration_00000003.pt", weights_only=True)
