@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -279,24 +279,40 @@ class GunpowderTrainer(Trainer):
         Sample i of iteration n is drawn with the seed ``sample_seed(seed, n, i, rank)``,
         so ranks never draw the same samples and a resumed run draws what it would have.
         """
+        return self._make_loader(
+            self.pipeline, self.config.seed, self.batch_size, start_iteration, pin_memory
+        )
+
+    def _make_loader(
+        self, pipeline, seed: int, batch_size: int, start_iteration: int, pin_memory: bool
+    ) -> DataLoader:
+        """This rank's batches of ``pipeline`` from iteration ``start_iteration + 1`` on, with
+        the config's workers, timeout and data-error policy."""
+        config = self.config
         return make_loader(
-            self.pipeline,
-            seed=self.config.seed,
-            batch_size=self.batch_size,
+            pipeline,
+            seed=seed,
+            batch_size=batch_size,
             start_iteration=start_iteration,
-            num_workers=self.config.num_data_fetchers,
+            num_workers=config.num_data_fetchers,
             pin_memory=pin_memory,
-            timeout=self.config.data_timeout,
+            timeout=config.data_timeout,
             rank=self.rank,
-            on_data_error=self.config.on_data_error,
+            on_data_error=config.on_data_error,
+        )
+
+    def _restarting(
+        self, loader: Callable[[int, bool], DataLoader], device: torch.device
+    ) -> RestartingLoader:
+        """``loader(start_iteration, pin_memory)``, restarted when a worker dies."""
+        pin_memory = device.type == "cuda"
+        return RestartingLoader(
+            lambda start: loader(start, pin_memory), self.config.loader_restarts
         )
 
     def _next_batch(self, device: torch.device) -> dict:
         if self.batches is None:
-            pin_memory = device.type == "cuda"
-            self.batches = RestartingLoader(
-                lambda start: self.loader(start, pin_memory), self.config.loader_restarts
-            )
+            self.batches = self._restarting(self.loader, device)
         return self._read_batch(self.batches)
 
     def _read_batch(self, batches: RestartingLoader) -> dict:

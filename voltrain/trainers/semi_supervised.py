@@ -31,7 +31,6 @@ from pydantic import Field
 from voltrain.config import StrictModel
 from voltrain.errors import ConfigError, DataError
 from voltrain.faults.data_errors import draw_sample
-from voltrain.loader import make_loader
 from voltrain.loader_restart import RestartingLoader
 from voltrain.models.base import network_config
 from voltrain.nodes.mirror_transpose_augment import MirrorTransposeAugment, resolve_axes
@@ -237,16 +236,12 @@ class SemiSupervisedTrainer(GunpowderTrainer):
     def unlabeled_loader(self, start_iteration: int, pin_memory: bool = False):
         """The loader of this rank's unlabeled batches from iteration ``start + 1`` on,
         seeded like the labeled one but from a stream of its own."""
-        return make_loader(
+        return self._make_loader(
             self.unlabeled_pipeline,
-            seed=self._unlabeled_seed(),
-            batch_size=self.config.unlabeled_batch_size,
-            start_iteration=start_iteration,
-            num_workers=self.config.num_data_fetchers,
-            pin_memory=pin_memory,
-            timeout=self.config.data_timeout,
-            rank=self.rank,
-            on_data_error=self.config.on_data_error,
+            self._unlabeled_seed(),
+            self.config.unlabeled_batch_size,
+            start_iteration,
+            pin_memory,
         )
 
     def _stop_loader(self) -> None:
@@ -259,11 +254,7 @@ class SemiSupervisedTrainer(GunpowderTrainer):
     def _draw_batch(self, device: torch.device) -> SemiSupervisedBatch:
         labeled = super()._draw_batch(device)
         if self.unlabeled_batches is None:
-            pin_memory = device.type == "cuda"
-            self.unlabeled_batches = RestartingLoader(
-                lambda start: self.unlabeled_loader(start, pin_memory),
-                self.config.loader_restarts,
-            )
+            self.unlabeled_batches = self._restarting(self.unlabeled_loader, device)
         host = self._read_batch(self.unlabeled_batches)
         weak, strong, mask = (
             host[key].to(device, non_blocking=True) for key in ("raw", "strong", "mask")
